@@ -1,0 +1,7 @@
+//! The in-memory fakes: one per backend trait, deterministic, sharing state on `Clone`, with a
+//! seeded [`FaultPlan`]. They are public and contain no `cfg(test)`: applications test their own
+//! code with them, and each passes the same conformance suite as the real backend.
+
+mod fault;
+
+pub use fault::{FaultPlan, SeededRng};
