@@ -6,7 +6,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::error::DisplayErrorContext;
-use aws_sdk_ec2::types::{Filter, InstanceStateName, InstanceType, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, InstanceType, ResourceType, Tag, TagSpecification,
+};
 use ion_core::testkit::{peer_unreachable, peer_var};
 
 const VAR: &str = "ION_TEST_EC2_ENDPOINT";
@@ -15,7 +17,10 @@ const WHAT: &str = "ec2 smoke test";
 const FALLBACK_AMI: &str = "ami-12c6146b";
 
 fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
@@ -38,10 +43,18 @@ async fn client(endpoint: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&shared)
 }
 
-async fn instances_tagged(ec2: &aws_sdk_ec2::Client, run: &str) -> Vec<(String, InstanceStateName)> {
+async fn instances_tagged(
+    ec2: &aws_sdk_ec2::Client,
+    run: &str,
+) -> Vec<(String, InstanceStateName)> {
     let out = ec2
         .describe_instances()
-        .filters(Filter::builder().name("tag:ion:smoke-run").values(run).build())
+        .filters(
+            Filter::builder()
+                .name("tag:ion:smoke-run")
+                .values(run)
+                .build(),
+        )
         .send()
         .await
         .unwrap_or_else(|e| panic!("{WHAT}: describe_instances: {}", DisplayErrorContext(e)));
@@ -49,7 +62,11 @@ async fn instances_tagged(ec2: &aws_sdk_ec2::Client, run: &str) -> Vec<(String, 
         .iter()
         .flat_map(|r| r.instances())
         .map(|i| {
-            let state = i.state().and_then(|s| s.name()).cloned().unwrap_or(InstanceStateName::Pending);
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .cloned()
+                .unwrap_or(InstanceStateName::Pending);
             (i.instance_id().unwrap_or_default().to_owned(), state)
         })
         .collect()
@@ -57,7 +74,9 @@ async fn instances_tagged(ec2: &aws_sdk_ec2::Client, run: &str) -> Vec<(String, 
 
 #[tokio::test]
 async fn ec2_run_describe_terminate_with_tags() {
-    let Some(endpoint) = peer_var(VAR, WHAT) else { return };
+    let Some(endpoint) = peer_var(VAR, WHAT) else {
+        return;
+    };
     let ec2 = client(&endpoint).await;
 
     let zones = match ec2.describe_availability_zones().send().await {
@@ -67,10 +86,25 @@ async fn ec2_run_describe_terminate_with_tags() {
             return;
         }
     };
-    let zone = zones.availability_zones().first().and_then(|z| z.zone_name()).expect("at least one zone").to_owned();
+    let zone = zones
+        .availability_zones()
+        .first()
+        .and_then(|z| z.zone_name())
+        .expect("at least one zone")
+        .to_owned();
 
-    let images = ec2.describe_images().owners("amazon").send().await.expect("describe_images");
-    let ami = images.images().first().and_then(|i| i.image_id()).unwrap_or(FALLBACK_AMI).to_owned();
+    let images = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .expect("describe_images");
+    let ami = images
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .unwrap_or(FALLBACK_AMI)
+        .to_owned();
 
     let run = unique("ion-smoke");
     let tags = TagSpecification::builder()
@@ -84,28 +118,68 @@ async fn ec2_run_describe_terminate_with_tags() {
             .instance_type(InstanceType::T3Micro)
             .min_count(1)
             .max_count(1)
-            .placement(aws_sdk_ec2::types::Placement::builder().availability_zone(&zone).build())
+            .placement(
+                aws_sdk_ec2::types::Placement::builder()
+                    .availability_zone(&zone)
+                    .build(),
+            )
             .tag_specifications(tags.clone())
             .client_token(format!("{run}-token"))
     };
-    let first = launch().send().await.unwrap_or_else(|e| panic!("{WHAT}: run_instances: {}", DisplayErrorContext(e)));
-    let id = first.instances().first().and_then(|i| i.instance_id()).expect("an instance id").to_owned();
+    let first = launch()
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{WHAT}: run_instances: {}", DisplayErrorContext(e)));
+    let id = first
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .expect("an instance id")
+        .to_owned();
 
     // The Compute contract needs a retried launch (same idempotency key) to make no second
     // instance; record whether this peer honours ClientToken.
-    let retried = launch().send().await.unwrap_or_else(|e| panic!("{WHAT}: retried run_instances: {}", DisplayErrorContext(e)));
-    let retried_id = retried.instances().first().and_then(|i| i.instance_id()).unwrap_or_default().to_owned();
+    let retried = launch()
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{WHAT}: retried run_instances: {}", DisplayErrorContext(e)));
+    let retried_id = retried
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .unwrap_or_default()
+        .to_owned();
     if retried_id != id {
         println!("peer gap: {endpoint} ignores ClientToken on RunInstances (retry made {retried_id} beside {id})");
     }
 
     let found = instances_tagged(&ec2, &run).await;
-    assert!(found.iter().any(|(i, _)| *i == id), "{WHAT}: describe by tag did not find {id}: {found:?}");
-    let described = ec2.describe_instances().instance_ids(&id).send().await.expect("describe by id");
-    let instance = described.reservations().iter().flat_map(|r| r.instances()).next().expect("the instance");
-    assert_eq!(instance.placement().and_then(|p| p.availability_zone()), Some(zone.as_str()), "{WHAT}: zone");
     assert!(
-        instance.tags().iter().any(|t| t.key() == Some("ion:app") && t.value() == Some("smoke")),
+        found.iter().any(|(i, _)| *i == id),
+        "{WHAT}: describe by tag did not find {id}: {found:?}"
+    );
+    let described = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("describe by id");
+    let instance = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .next()
+        .expect("the instance");
+    assert_eq!(
+        instance.placement().and_then(|p| p.availability_zone()),
+        Some(zone.as_str()),
+        "{WHAT}: zone"
+    );
+    assert!(
+        instance
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("ion:app") && t.value() == Some("smoke")),
         "{WHAT}: tags not returned: {:?}",
         instance.tags()
     );
@@ -117,11 +191,18 @@ async fn ec2_run_describe_terminate_with_tags() {
         .await
         .unwrap_or_else(|e| panic!("{WHAT}: terminate_instances: {}", DisplayErrorContext(e)));
     // Terminating again is how the Compute contract's idempotent terminate maps onto EC2.
-    ec2.terminate_instances().set_instance_ids(Some(ids)).send().await.expect("second terminate is accepted");
+    ec2.terminate_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .expect("second terminate is accepted");
 
     for (i, state) in instances_tagged(&ec2, &run).await {
         assert!(
-            matches!(state, InstanceStateName::Terminated | InstanceStateName::ShuttingDown),
+            matches!(
+                state,
+                InstanceStateName::Terminated | InstanceStateName::ShuttingDown
+            ),
             "{WHAT}: {i} is {state:?} after terminate"
         );
     }

@@ -12,7 +12,10 @@ const VAR: &str = "ION_TEST_S3_ENDPOINT";
 const WHAT: &str = "s3 smoke test";
 
 fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
@@ -34,13 +37,17 @@ async fn client(endpoint: &str) -> aws_sdk_s3::Client {
         )
         .load()
         .await;
-    let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build();
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
     aws_sdk_s3::Client::from_conf(config)
 }
 
 #[tokio::test]
 async fn s3_put_get_list() {
-    let Some(endpoint) = peer_var(VAR, WHAT) else { return };
+    let Some(endpoint) = peer_var(VAR, WHAT) else {
+        return;
+    };
     let s3 = client(&endpoint).await;
     let bucket = unique("ion-smoke");
 
@@ -49,14 +56,23 @@ async fn s3_put_get_list() {
         return;
     }
 
-    for (key, body) in [("apps/a/1.txt", "first"), ("apps/a/2.txt", "second"), ("apps/b/1.txt", "other")] {
+    for (key, body) in [
+        ("apps/a/1.txt", "first"),
+        ("apps/a/2.txt", "second"),
+        ("apps/b/1.txt", "other"),
+    ] {
         s3.put_object()
             .bucket(&bucket)
             .key(key)
             .body(ByteStream::from_static(body.as_bytes()))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{WHAT}: put {key} at {endpoint}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{WHAT}: put {key} at {endpoint}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
     }
 
     let got = s3
@@ -65,9 +81,23 @@ async fn s3_put_get_list() {
         .key("apps/a/2.txt")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{WHAT}: get at {endpoint}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
-    let bytes = got.body.collect().await.expect("read the object body").into_bytes();
-    assert_eq!(&bytes[..], b"second", "{WHAT}: the object read back differs from the one written");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{WHAT}: get at {endpoint}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    let bytes = got
+        .body
+        .collect()
+        .await
+        .expect("read the object body")
+        .into_bytes();
+    assert_eq!(
+        &bytes[..],
+        b"second",
+        "{WHAT}: the object read back differs from the one written"
+    );
 
     let listed = s3
         .list_objects_v2()
@@ -75,12 +105,30 @@ async fn s3_put_get_list() {
         .prefix("apps/a/")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{WHAT}: list at {endpoint}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
-    let mut keys: Vec<String> = listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+        .unwrap_or_else(|e| {
+            panic!(
+                "{WHAT}: list at {endpoint}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
     keys.sort();
-    assert_eq!(keys, ["apps/a/1.txt", "apps/a/2.txt"], "{WHAT}: list by prefix");
+    assert_eq!(
+        keys,
+        ["apps/a/1.txt", "apps/a/2.txt"],
+        "{WHAT}: list by prefix"
+    );
 
-    let missing = s3.get_object().bucket(&bucket).key("apps/none").send().await;
+    let missing = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("apps/none")
+        .send()
+        .await;
     let err = missing.expect_err("a missing key must be an error");
     assert!(
         err.as_service_error().is_some_and(|e| e.is_no_such_key()),
@@ -89,7 +137,16 @@ async fn s3_put_get_list() {
     );
 
     for key in ["apps/a/1.txt", "apps/a/2.txt", "apps/b/1.txt"] {
-        s3.delete_object().bucket(&bucket).key(key).send().await.expect("delete object");
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("delete object");
     }
-    s3.delete_bucket().bucket(&bucket).send().await.expect("delete bucket");
+    s3.delete_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("delete bucket");
 }
