@@ -39,7 +39,9 @@ pub struct BlobObject {
 
 impl Debug for BlobObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobObject").field("meta", &self.meta).finish()
+        f.debug_struct("BlobObject")
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 

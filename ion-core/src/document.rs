@@ -108,8 +108,7 @@ fn check_keys(v: &Value, depth: usize) -> Result<(), ValidationError> {
                 if key.starts_with('$') {
                     return Err(bad(Rule::BadStart));
                 }
-                if let Some((at, ch)) = key.char_indices().find(|(_, c)| *c == '.' || *c == '\0')
-                {
+                if let Some((at, ch)) = key.char_indices().find(|(_, c)| *c == '.' || *c == '\0') {
                     return Err(bad(Rule::ForbiddenChar { ch, at }));
                 }
                 check_keys(value, depth + 1)?;
@@ -189,10 +188,11 @@ impl DocQuery {
     /// True when `doc` passes every filter and the `after` bound.
     pub fn matches(&self, doc: &Document) -> bool {
         self.after.as_ref().is_none_or(|a| doc.id > *a)
-            && self
-                .filters
-                .iter()
-                .all(|f| doc.body.get_path(&f.path).is_some_and(|v| f.value.matches(v)))
+            && self.filters.iter().all(|f| {
+                doc.body
+                    .get_path(&f.path)
+                    .is_some_and(|v| f.value.matches(v))
+            })
     }
 }
 
@@ -272,7 +272,11 @@ pub trait DocumentStoreExt: DocumentStore {
     }
 
     /// Every match of `query`, following pages.
-    async fn find_all(&self, collection: &CollectionName, query: &DocQuery) -> Result<Vec<Document>> {
+    async fn find_all(
+        &self,
+        collection: &CollectionName,
+        query: &DocQuery,
+    ) -> Result<Vec<Document>> {
         let mut q = query.clone();
         let mut out = Vec::new();
         loop {

@@ -40,8 +40,8 @@ pub use model::{
 };
 pub use name::{
     AppId, ArtifactId, BlobKey, BlobPrefix, CollectionName, DocumentId, FieldName, FieldPath,
-    Hostname, HttpPath, IdempotencyKey, IndexName, InstanceId, RecordId, TenantId,
-    ValidationError, Zone,
+    Hostname, HttpPath, IdempotencyKey, IndexName, InstanceId, RecordId, TenantId, ValidationError,
+    Zone,
 };
 pub use stream::ByteStream;
 pub use time::Timestamp;

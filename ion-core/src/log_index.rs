@@ -81,7 +81,10 @@ impl IndexLayout {
     /// The UTC day (`(year, month, day)`) an index of this layout holds, or `None` when the name
     /// is not one of this layout's.
     pub fn day_of(&self, index: &IndexName) -> Option<(i64, u32, u32)> {
-        let rest = index.as_str().strip_prefix(&self.prefix)?.strip_prefix('-')?;
+        let rest = index
+            .as_str()
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('-')?;
         let mut parts = rest.split('.');
         let y = parts.next()?.parse().ok()?;
         let m = parts.next()?.parse().ok()?;
@@ -198,8 +201,7 @@ impl LogQuery {
 
     /// True when `record` (already known to be the tenant's) passes every filter except paging.
     pub fn matches(&self, record: &LogRecord) -> bool {
-        if self.from.is_some_and(|f| record.time < f) || self.to.is_some_and(|t| record.time >= t)
-        {
+        if self.from.is_some_and(|f| record.time < f) || self.to.is_some_and(|t| record.time >= t) {
             return false;
         }
         if !self.levels.is_empty() && !self.levels.contains(&record.level) {
@@ -316,7 +318,10 @@ mod tests {
         let name = layout.index_for(t);
         assert_eq!(name.as_str(), "ion-logs-2026.11.26");
         assert_eq!(layout.day_of(&name), Some((2026, 11, 26)));
-        assert_eq!(layout.day_of(&IndexName::parse("other-2026.11.26").unwrap()), None);
+        assert_eq!(
+            layout.day_of(&IndexName::parse("other-2026.11.26").unwrap()),
+            None
+        );
         assert!(IndexLayout::new("Bad").is_err());
         assert!(IndexLayout::new("a/b").is_err());
     }
@@ -333,6 +338,9 @@ mod tests {
 
     #[test]
     fn tokenize_splits_on_punctuation() {
-        assert_eq!(tokenize("GET /api/v1 failed: Timeout"), ["get", "api", "v1", "failed", "timeout"]);
+        assert_eq!(
+            tokenize("GET /api/v1 failed: Timeout"),
+            ["get", "api", "v1", "failed", "timeout"]
+        );
     }
 }

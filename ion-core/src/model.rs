@@ -230,7 +230,10 @@ pub struct TlsCertificate {
 impl fmt::Debug for TlsCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsCertificate")
-            .field("chain_pem", &format_args!("<{} bytes>", self.chain_pem.len()))
+            .field(
+                "chain_pem",
+                &format_args!("<{} bytes>", self.chain_pem.len()),
+            )
             .field("key_pem", &format_args!("<redacted>"))
             .finish()
     }

@@ -508,7 +508,9 @@ name_type!(
 );
 
 /// A document field path for filters: [`FieldName`] segments joined by `.`, at most 5.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct FieldPath(Vec<FieldName>);
 

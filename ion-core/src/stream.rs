@@ -84,10 +84,8 @@ pub fn verified(body: ByteStream, sha256: Sha256Digest, length: u64) -> ByteStre
             None => {
                 let digest = st.hasher.take()?.finish();
                 if st.seen != length {
-                    let e = Error::corrupt(format!(
-                        "content is {} bytes, expected {length}",
-                        st.seen
-                    ));
+                    let e =
+                        Error::corrupt(format!("content is {} bytes, expected {length}", st.seen));
                     Some((Err(e), st))
                 } else if digest != sha256 {
                     let e = Error::corrupt(format!("sha256 is {digest}, expected {sha256}"));

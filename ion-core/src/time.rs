@@ -157,10 +157,7 @@ impl fmt::Display for Timestamp {
         let (h, rest) = (ms_of_day / 3_600_000, ms_of_day % 3_600_000);
         let (mi, rest) = (rest / 60_000, rest % 60_000);
         let (s, ms) = (rest / 1000, rest % 1000);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z"
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
     }
 }
 

@@ -171,7 +171,10 @@ mod tests {
     async fn fail_next_then_recover() {
         let plan = FaultPlan::seeded(1);
         plan.fail_next(2, ErrorKind::RateLimited);
-        assert_eq!(plan.check("x").await.unwrap_err().kind(), ErrorKind::RateLimited);
+        assert_eq!(
+            plan.check("x").await.unwrap_err().kind(),
+            ErrorKind::RateLimited
+        );
         assert!(plan.check("x").await.unwrap_err().is_transient());
         assert!(plan.check("x").await.is_ok());
         assert_eq!(plan.injected(), 2);
@@ -192,13 +195,17 @@ mod tests {
         assert_eq!(a, run(7).await);
         assert_ne!(a, run(8).await);
         let failures = a.iter().filter(|f| **f).count();
-        assert!((16..=48).contains(&failures), "{failures} of 64 failed at p=0.5");
+        assert!(
+            (16..=48).contains(&failures),
+            "{failures} of 64 failed at p=0.5"
+        );
     }
 
     #[tokio::test]
     async fn only_ops_narrows_faults() {
         let plan = FaultPlan::seeded(1);
-        plan.fail_next(1, ErrorKind::Unavailable).only_ops(&["launch"]);
+        plan.fail_next(1, ErrorKind::Unavailable)
+            .only_ops(&["launch"]);
         assert!(plan.check("describe").await.is_ok());
         assert!(plan.check("launch").await.is_err());
     }

@@ -7,7 +7,9 @@
 
 /// True when `ION_REQUIRE_PEERS=1`: a missing or unreachable peer must fail the test.
 pub fn peers_required() -> bool {
-    std::env::var("ION_REQUIRE_PEERS").map(|v| v == "1").unwrap_or(false)
+    std::env::var("ION_REQUIRE_PEERS")
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 /// Reads the peer variable `var`; `what` says in a few words what the test needed it for.
