@@ -93,18 +93,24 @@ async fn ec2_run_describe_terminate_with_tags() {
         .expect("at least one zone")
         .to_owned();
 
-    let images = ec2
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .expect("describe_images");
-    let ami = images
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .unwrap_or(FALLBACK_AMI)
-        .to_owned();
+    // Against a real account, name the image with ION_TEST_EC2_AMI; moto lists its defaults.
+    let ami = match std::env::var("ION_TEST_EC2_AMI") {
+        Ok(ami) if !ami.is_empty() => ami,
+        _ => {
+            let images = ec2
+                .describe_images()
+                .owners("amazon")
+                .send()
+                .await
+                .expect("describe_images");
+            images
+                .images()
+                .first()
+                .and_then(|i| i.image_id())
+                .unwrap_or(FALLBACK_AMI)
+                .to_owned()
+        }
+    };
 
     let run = unique("ion-smoke");
     let tags = TagSpecification::builder()
