@@ -1,1 +1,9 @@
-//! ion-logs
+//! ion-logs: the multi-tenant log aggregation tier.
+//!
+//! ingest (HTTP, NDJSON, bearer token → tenant) → [`WriteAheadLog`] (segmented, checksummed,
+//! group-commit fsync; the HTTP ack follows the fsync) → shipper (bulk to a `LogIndex` with
+//! deterministic ids, per-item retry, dead letters, fair across tenants) → tenant-scoped search.
+
+pub mod codec;
+pub mod ndjson;
+pub mod rate;
