@@ -1,1 +1,16 @@
-//! ion-aws
+//! ion-aws: EC2 compute, S3 blob storage and EBS snapshots on the AWS SDK for Rust.
+//!
+//! - [`AwsConfig`]: region, endpoint, credentials chain, retries and timeouts, shared by all.
+//! - [`S3BlobStore`]: `ion_core::BlobStore` on S3 (multipart above a threshold, streamed gets).
+//! - [`Ec2Compute`]: `ion_core::Compute` on EC2 (tagged, idempotent launches into a zone).
+//! - [`EbsSnapshots`]: snapshots of tagged EBS volumes with retention.
+//!
+//! Every SDK error is mapped to `ion_core::Error` in one function (`error::map_sdk_error`);
+//! no SDK type appears in a public signature.
+
+mod config;
+mod error;
+mod s3;
+
+pub use config::{AwsConfig, AwsConfigBuilder, StaticCredentials};
+pub use s3::{S3BlobStore, S3BlobStoreConfig, S3BlobStoreConfigBuilder, ServerSideEncryption};
