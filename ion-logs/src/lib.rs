@@ -7,3 +7,6 @@
 pub mod codec;
 pub mod ndjson;
 pub mod rate;
+pub mod wal;
+
+pub use wal::{Checkpoint, RecoveryReport, WalConfig, WalPosition, WriteAheadLog};
