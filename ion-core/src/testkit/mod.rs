@@ -1,6 +1,12 @@
 //! The conformance testkit: one suite per backend trait, as macros that expand to one named
 //! `#[tokio::test]` per contract clause, plus the helpers real-peer tests share.
 
+pub mod artifact;
+pub mod blob;
+pub mod content;
+pub mod document;
+
+mod cases;
 mod peer;
 mod unique;
 
