@@ -342,11 +342,11 @@ mod tests {
         let index = InMemoryLogIndex::new();
         let r = record("r1", "acme", 1_000, "hello");
         assert_eq!(
-            index.bulk(&[r.clone()]).await.unwrap(),
+            index.bulk(std::slice::from_ref(&r)).await.unwrap(),
             [BulkOutcome::Created]
         );
         assert_eq!(
-            index.bulk(&[r.clone()]).await.unwrap(),
+            index.bulk(std::slice::from_ref(&r)).await.unwrap(),
             [BulkOutcome::AlreadyExists]
         );
         let q = LogQuery::default();

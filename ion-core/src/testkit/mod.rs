@@ -3,8 +3,11 @@
 
 pub mod artifact;
 pub mod blob;
+pub mod compute;
 pub mod content;
 pub mod document;
+pub mod lb;
+pub mod log_index;
 
 mod cases;
 mod peer;
