@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod blob;
 pub mod compute;
+pub mod control;
 pub mod document;
 pub mod error;
 pub mod fake;

@@ -1,0 +1,20 @@
+//! The control plane: planner, crash back-off, health, router, reconciler, deploys, autoscaler,
+//! snapshots and the [`Platform`](platform::Platform) facade that runs them as one loop.
+//!
+//! Pure parts ([`planner`], [`backoff`], the decision halves of [`deploy`] and [`autoscaler`],
+//! the table building of [`router`]) have no I/O and are property-tested; the rest drives the
+//! backend traits.
+
+pub mod backoff;
+pub mod health;
+pub mod planner;
+
+#[cfg(test)]
+mod planner_tests;
+
+pub use backoff::{CrashPolicy, CrashRecord, RestartDecision};
+pub use health::{FakeProbe, HealthProbe, HealthStatus, HealthTracker, HttpProbe, ProbeResult};
+pub use planner::{
+    plan, ActionKind, DeferReason, Deferred, DesiredApp, Launch, LaunchReason, Plan, PlanInput,
+    PlannerConfig, PlannerState, Termination, TerminationReason,
+};
