@@ -10,3 +10,6 @@ pub mod rate;
 pub mod wal;
 
 pub use wal::{Checkpoint, RecoveryReport, WalConfig, WalPosition, WriteAheadLog};
+pub mod es;
+
+pub use es::{ElasticsearchConfig, ElasticsearchLogIndex};
