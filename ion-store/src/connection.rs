@@ -26,27 +26,55 @@ struct Inner {
     database: Database,
     retry: RetryPolicy,
     shown_url: String,
+    conditional_writes_atomic: bool,
 }
 
 impl MongoConnection {
-    /// Connects and pings the deployment, retrying transient failures per the config's policy.
+    /// Connects and asks the deployment what it is (`buildInfo`), retrying transient failures per the config's policy.
     pub async fn connect(config: &MongoConfig) -> Result<Self> {
         config.validate()?;
         let mut options = ClientOptions::parse(&config.url).await.map_err(map_error)?;
         config.apply(&mut options);
         let client = Client::with_options(options).map_err(map_error)?;
         let database = client.database(&config.database);
+        let retry = config.retry_policy();
+        let admin = client.database("admin");
+        let build_info = retry
+            .run("build_info", |_| async {
+                admin
+                    .run_command(doc! { "buildInfo": 1 })
+                    .await
+                    .map_err(map_error)
+            })
+            .await?;
+        // FerretDB evaluates an update's filter and then writes by `_id` in a separate step
+        // (backends/sqlite UpdateAll in 1.24), so two updates guarded by the same revision can
+        // both succeed. MongoDB applies filter and write atomically per document.
+        let ferretdb = build_info.contains_key("ferretdbVersion");
+        if ferretdb {
+            tracing::warn!(
+                "server is ferretdb: conditional updates are not atomic on the server; \
+                 revision checks are serialized within this process only"
+            );
+        }
         let conn = Self {
             inner: Arc::new(Inner {
                 client,
                 database,
-                retry: config.retry_policy(),
+                retry,
                 shown_url: redact_url(&config.url),
+                conditional_writes_atomic: !ferretdb,
             }),
         };
-        conn.ping().await?;
-        tracing::debug!(url = %conn.inner.shown_url, database = %config.database, "connected to mongodb");
+        tracing::debug!(url = %conn.inner.shown_url, database = %config.database, ferretdb, "connected to mongodb");
         Ok(conn)
+    }
+
+    /// Whether the server applies a filtered update atomically per document (MongoDB: yes;
+    /// FerretDB 1.x: no). When it does not, [`crate::MongoDocumentStore`] serializes its own
+    /// writes per document, which protects writers sharing one store, not separate processes.
+    pub fn conditional_writes_atomic(&self) -> bool {
+        self.inner.conditional_writes_atomic
     }
 
     /// Round trip to the server; `Unavailable` when it cannot be reached.

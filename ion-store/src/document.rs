@@ -1,5 +1,8 @@
 //! `MongoDocumentStore`: the `DocumentStore` trait over MongoDB collections.
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use ion_core::{
@@ -73,12 +76,36 @@ impl DocumentIndex {
 #[derive(Clone, Debug)]
 pub struct MongoDocumentStore {
     conn: MongoConnection,
+    /// Per-document write serialization for servers without atomic conditional updates.
+    stripes: Option<Arc<WriteStripes>>,
+}
+
+/// A fixed set of async locks; a document's writes take the lock its (collection, id) hashes to.
+struct WriteStripes(Vec<tokio::sync::Mutex<()>>);
+
+impl std::fmt::Debug for WriteStripes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteStripes({})", self.0.len())
+    }
+}
+
+impl WriteStripes {
+    fn new() -> Self {
+        Self((0..256).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+
+    fn lock_for(&self, collection: &CollectionName, id: &DocumentId) -> &tokio::sync::Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (collection, id).hash(&mut h);
+        &self.0[(h.finish() % self.0.len() as u64) as usize]
+    }
 }
 
 impl MongoDocumentStore {
     /// A store over `conn`'s database, creating `indexes` first (existing ones are kept).
     pub async fn new(conn: MongoConnection, indexes: &[DocumentIndex]) -> Result<Self> {
-        let store = Self { conn };
+        let stripes = (!conn.conditional_writes_atomic()).then(|| Arc::new(WriteStripes::new()));
+        let store = Self { conn, stripes };
         for index in indexes {
             store.create_index(index).await?;
         }
@@ -104,6 +131,18 @@ impl MongoDocumentStore {
                     .map_err(map_error)
             })
             .await
+    }
+
+    /// Holds the document's write lock when the server cannot guard writes by itself.
+    async fn write_guard(
+        &self,
+        collection: &CollectionName,
+        id: &DocumentId,
+    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.stripes {
+            Some(s) => Some(s.lock_for(collection, id).lock().await),
+            None => None,
+        }
     }
 
     fn collection(&self, name: &CollectionName) -> Collection<BsonDocument> {
@@ -144,12 +183,27 @@ fn scalar(v: &Scalar) -> Bson {
 }
 
 /// The filter of a `find`: explicit `$eq` per field, so a value is always a literal.
+///
+/// A bare MongoDB equality on `a.b` also matches when `a` or `b` is an array holding the value;
+/// the contract compares the value at the path itself, so every step of the path (the leaf
+/// included) must also not be an array.
 pub(crate) fn find_filter(query: &DocQuery) -> BsonDocument {
-    let mut clauses: Vec<Bson> = query
-        .filters
-        .iter()
-        .map(|f| Bson::Document(doc! { body_path(&f.path): { "$eq": scalar(&f.value) } }))
-        .collect();
+    let not_array = || doc! { "$type": "array" };
+    let mut clauses: Vec<Bson> = Vec::new();
+    for f in &query.filters {
+        let segments = f.path.segments();
+        let mut prefix = String::from(BODY);
+        for seg in &segments[..segments.len().saturating_sub(1)] {
+            prefix.push('.');
+            prefix.push_str(seg.as_str());
+            clauses.push(Bson::Document(
+                doc! { prefix.clone(): { "$not": not_array() } },
+            ));
+        }
+        clauses.push(Bson::Document(doc! {
+            body_path(&f.path): { "$eq": scalar(&f.value), "$not": not_array() }
+        }));
+    }
     if let Some(after) = &query.after {
         clauses.push(Bson::Document(doc! { ID: { "$gt": after.as_str() } }));
     }
@@ -202,6 +256,7 @@ impl DocumentStore for MongoDocumentStore {
         let coll = self.collection(collection);
         let token = ObjectId::new();
         let stored = doc! { ID: id.as_str(), REV: 1_i64, OP: token, BODY: body_to_bson(body)? };
+        let _guard = self.write_guard(collection, id).await;
         self.conn
             .retry()
             .run("insert", |_| async {
@@ -264,6 +319,7 @@ impl DocumentStore for MongoDocumentStore {
         let token = ObjectId::new();
         let filter = doc! { ID: { "$eq": id.as_str() }, REV: { "$eq": expected_i } };
         let change = doc! { "$set": { REV: next, OP: token, BODY: body_to_bson(body)? } };
+        let _guard = self.write_guard(collection, id).await;
         self.conn
             .retry()
             .run("update", |_| async {
@@ -292,6 +348,7 @@ impl DocumentStore for MongoDocumentStore {
 
     async fn delete(&self, collection: &CollectionName, id: &DocumentId) -> Result<()> {
         let coll = self.collection(collection);
+        let _guard = self.write_guard(collection, id).await;
         self.conn
             .retry()
             .run("delete", |_| async {
@@ -358,7 +415,10 @@ mod tests {
         };
         assert_eq!(
             find_filter(&q),
-            doc! { "body.spec.owner": { "$eq": "$ne" } }
+            doc! { "$and": [
+                { "body.spec": { "$not": { "$type": "array" } } },
+                { "body.spec.owner": { "$eq": "$ne", "$not": { "$type": "array" } } },
+            ] }
         );
     }
 
@@ -381,8 +441,8 @@ mod tests {
         assert_eq!(
             find_filter(&q),
             doc! { "$and": [
-                { "body.a": { "$eq": 3_i64 } },
-                { "body.a": { "$eq": true } },
+                { "body.a": { "$eq": 3_i64, "$not": { "$type": "array" } } },
+                { "body.a": { "$eq": true, "$not": { "$type": "array" } } },
                 { "_id": { "$gt": "k-1" } },
             ] }
         );
