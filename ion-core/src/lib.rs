@@ -46,3 +46,8 @@ pub use name::{
 };
 pub use stream::ByteStream;
 pub use time::Timestamp;
+
+/// The README's embedding example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
