@@ -85,3 +85,42 @@ async fn crashed_instances_leave_describe_until_include_gone() {
         .unwrap();
     assert_eq!(all[0].state, InstanceState::Crashed);
 }
+
+/// A compute backend that ignores the idempotency key: what the suite exists to catch.
+#[derive(Debug, Default)]
+struct ForgetfulCompute {
+    inner: InMemoryCompute,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Compute for ForgetfulCompute {
+    fn capabilities(&self) -> ion_core::ComputeCapabilities {
+        self.inner.capabilities()
+    }
+    async fn zones(&self) -> ion_core::Result<Vec<ion_core::ZoneInfo>> {
+        self.inner.zones().await
+    }
+    async fn launch(&self, mut request: LaunchRequest) -> ion_core::Result<ion_core::Instance> {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        request.idempotency_key = IdempotencyKey::parse(&format!("fresh-{n}")).unwrap();
+        self.inner.launch(request).await
+    }
+    async fn terminate(&self, id: &ion_core::InstanceId) -> ion_core::Result<()> {
+        self.inner.terminate(id).await
+    }
+    async fn describe(&self, f: &InstanceFilter) -> ion_core::Result<Vec<ion_core::Instance>> {
+        self.inner.describe(f).await
+    }
+}
+
+#[tokio::test]
+async fn the_suite_catches_a_launch_that_ignores_the_key() {
+    let case = tokio::spawn(async move {
+        let forgetful = ForgetfulCompute::default();
+        ion_core::testkit::compute::launch_twice_with_one_key_yields_one_instance(&forgetful).await;
+    });
+    assert!(case.await.unwrap_err().is_panic());
+}

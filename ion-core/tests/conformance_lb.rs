@@ -45,3 +45,41 @@ async fn a_no_op_reapply_is_counted_but_not_recorded() {
     assert_eq!(lb.apply_count(), 2);
     assert_eq!(lb.history().len(), 1);
 }
+
+/// A load balancer that takes every table, stale or not: what the suite exists to catch.
+#[derive(Debug, Default)]
+struct CarelessLoadBalancer(std::sync::Mutex<Option<ion_core::LiveGeneration>>);
+
+#[async_trait::async_trait]
+impl LoadBalancer for CarelessLoadBalancer {
+    async fn apply(&self, table: &RouteTable) -> ion_core::Result<ion_core::LiveGeneration> {
+        let live = ion_core::LiveGeneration {
+            generation: table.generation(),
+            checksum: table.checksum(),
+        };
+        *self.0.lock().unwrap() = Some(live);
+        Ok(live)
+    }
+    async fn live(&self) -> ion_core::Result<Option<ion_core::LiveGeneration>> {
+        Ok(*self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn the_suite_catches_an_apply_that_takes_stale_tables() {
+    for case in [
+        tokio::spawn(async {
+            let lb = CarelessLoadBalancer::default();
+            ion_core::testkit::lb::a_lower_generation_is_a_conflict_and_live_is_unchanged(&lb)
+                .await;
+        }),
+        tokio::spawn(async {
+            let lb = CarelessLoadBalancer::default();
+            ion_core::testkit::lb::a_failed_apply_keeps_the_previous_table_live(&lb).await;
+        }),
+    ] {
+        assert!(case.await.unwrap_err().is_panic());
+    }
+    // The careless balancer still passes the clauses it does honour.
+    ion_core::testkit::lb::apply_makes_the_table_live(&CarelessLoadBalancer::default()).await;
+}

@@ -69,3 +69,67 @@ async fn a_mapping_rejection_does_not_block_the_rest_of_the_batch() {
     assert!(!outcomes[0].is_delivered());
     assert_eq!(outcomes[1], BulkOutcome::Created);
 }
+
+/// A log index whose search forgets the tenant scope: what the suite exists to catch.
+#[derive(Debug, Clone)]
+struct LeakyLogIndex {
+    inner: InMemoryLogIndex,
+    tenants: std::sync::Arc<std::sync::Mutex<Vec<ion_core::TenantId>>>,
+}
+
+#[async_trait::async_trait]
+impl LogIndex for LeakyLogIndex {
+    fn capabilities(&self) -> ion_core::log_index::LogIndexCapabilities {
+        self.inner.capabilities()
+    }
+    fn layout(&self) -> &IndexLayout {
+        self.inner.layout()
+    }
+    async fn ensure_templates(&self, s: &ion_core::IndexSettings) -> ion_core::Result<()> {
+        self.inner.ensure_templates(s).await
+    }
+    async fn bulk(&self, records: &[LogRecord]) -> ion_core::Result<Vec<BulkOutcome>> {
+        self.tenants
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(|r| r.tenant.clone()));
+        self.inner.bulk(records).await
+    }
+    async fn refresh(&self) -> ion_core::Result<()> {
+        self.inner.refresh().await
+    }
+    async fn search(
+        &self,
+        _tenant: &ion_core::TenantId,
+        query: &LogQuery,
+    ) -> ion_core::Result<ion_core::LogPage> {
+        let tenants = self.tenants.lock().unwrap().clone();
+        let mut records = Vec::new();
+        for t in tenants.iter().collect::<std::collections::BTreeSet<_>>() {
+            records.extend(self.inner.search(t, query).await?.records);
+        }
+        records.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
+        Ok(ion_core::LogPage {
+            records,
+            next: None,
+        })
+    }
+    async fn list_indices(&self) -> ion_core::Result<Vec<ion_core::IndexInfo>> {
+        self.inner.list_indices().await
+    }
+    async fn delete_index(&self, name: &ion_core::IndexName) -> ion_core::Result<()> {
+        self.inner.delete_index(name).await
+    }
+}
+
+#[tokio::test]
+async fn the_suite_catches_a_search_that_leaks_across_tenants() {
+    let leaky = LeakyLogIndex {
+        inner: InMemoryLogIndex::new(),
+        tenants: Default::default(),
+    };
+    let case = tokio::spawn(async move {
+        ion_core::testkit::log_index::search_returns_only_the_tenants_records(&leaky).await;
+    });
+    assert!(case.await.unwrap_err().is_panic());
+}
