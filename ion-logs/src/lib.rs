@@ -13,3 +13,8 @@ pub use wal::{Checkpoint, RecoveryReport, WalConfig, WalPosition, WriteAheadLog}
 pub mod es;
 
 pub use es::{ElasticsearchConfig, ElasticsearchLogIndex};
+pub mod ledger;
+pub mod shipper;
+
+pub use ledger::{Ledger, TenantCounts};
+pub use shipper::{spawn_shipper, ShipperConfig, ShipperDeps, ShipperHandle};
