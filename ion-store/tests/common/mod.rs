@@ -54,3 +54,32 @@ pub async fn artifact_store(what: &str) -> Option<GridFsArtifactStore> {
             .unwrap_or_else(|e| panic!("{what}: GridFsArtifactStore::new: {e}")),
     )
 }
+
+/// A store on a bucket of its own, so a test can count every chunk document in it.
+pub async fn private_bucket_store(what: &str) -> Option<(GridFsArtifactStore, String)> {
+    let conn = connect(what).await?;
+    let bucket = ion_core::testkit::unique_name("b").replace('-', "_");
+    let store = GridFsArtifactStore::new(
+        conn,
+        GridFsOptions {
+            bucket: bucket.clone(),
+            ..GridFsOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: GridFsArtifactStore::new: {e}"));
+    Some((store, bucket))
+}
+
+/// A raw driver handle on the test database, for changing stored bytes behind the store's back.
+pub async fn raw_database(what: &str) -> Option<mongodb::Database> {
+    let url = peer_var(VAR, what)?;
+    let mut options = mongodb::options::ClientOptions::parse(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: parse {VAR}: {e}"));
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(5));
+    let client = mongodb::Client::with_options(options).expect("client");
+    Some(client.database(DATABASE))
+}
