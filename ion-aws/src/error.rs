@@ -2,6 +2,7 @@
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use ion_core::{Error, ErrorKind, Zone};
 
 /// What the SDK reported, reduced to the facts the mapping depends on.
@@ -264,6 +265,26 @@ fn source_chain(err: &dyn std::error::Error) -> String {
         err.to_string()
     } else {
         out
+    }
+}
+
+/// Maps a failed SDK waiter: giving up is transient `Unavailable`; reaching a failure state
+/// (e.g. the instance terminated while we waited for it to run) is permanent `Unavailable`.
+pub(crate) fn map_waiter_error<O, E>(operation: &str, err: WaiterError<O, E>) -> Error
+where
+    O: std::fmt::Debug + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        WaiterError::ExceededMaxWait(_) => Error::unavailable(format!(
+            "{operation}: gave up waiting after the maximum wait"
+        )),
+        WaiterError::FailureState(_) => Error::unavailable(format!(
+            "{operation}: the resource reached a state it will not recover from"
+        ))
+        .with_transient(false),
+        WaiterError::OperationFailed(f) => map_sdk_error(operation, f.into_error(), None),
+        other => Error::unexpected(format!("{operation}: {}", source_chain(&other))),
     }
 }
 

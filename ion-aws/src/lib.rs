@@ -8,9 +8,16 @@
 //! Every SDK error is mapped to `ion_core::Error` in one function (`error::map_sdk_error`);
 //! no SDK type appears in a public signature.
 
+mod bootstrap;
 mod config;
+mod ec2;
 mod error;
 mod s3;
 
+pub use bootstrap::{render_bootstrap, shell_quote};
 pub use config::{AwsConfig, AwsConfigBuilder, StaticCredentials};
+pub use ec2::{
+    Ec2Compute, Ec2ComputeConfig, MANAGED_BY, TAG_APP, TAG_IDEMPOTENCY_KEY, TAG_MANAGED_BY,
+    TAG_PORT, TAG_TENANT, TAG_VERSION,
+};
 pub use s3::{S3BlobStore, S3BlobStoreConfig, S3BlobStoreConfigBuilder, ServerSideEncryption};
