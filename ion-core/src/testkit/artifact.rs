@@ -23,10 +23,11 @@ use crate::time::Timestamp;
 /// per case, and `None` skips the case (use `ion_core::testkit::peer_var(..)?` inside). The
 /// invoking crate needs `tokio` with the `macros` and `rt` features.
 ///
-/// ```ignore
+/// ```
 /// ion_core::artifact_store_conformance!(in_memory, async {
 ///     Some(ion_core::fake::InMemoryArtifactStore::new())
 /// });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! artifact_store_conformance {

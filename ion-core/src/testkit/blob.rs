@@ -24,10 +24,11 @@ use crate::time::Timestamp;
 /// case, and `None` skips the case (use `ion_core::testkit::peer_var(..)?` inside). The invoking
 /// crate needs `tokio` with the `macros` and `rt` features.
 ///
-/// ```ignore
+/// ```
 /// ion_core::blob_store_conformance!(in_memory, async {
 ///     Some(ion_core::fake::InMemoryBlobStore::new())
 /// });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! blob_store_conformance {

@@ -25,10 +25,11 @@ use crate::testkit::unique_name;
 /// per case, and `None` skips the case (use `ion_core::testkit::peer_var(..)?` inside). The
 /// invoking crate needs `tokio` with the `macros` and `rt` features.
 ///
-/// ```ignore
+/// ```
 /// ion_core::document_store_conformance!(in_memory, async {
 ///     Some(ion_core::fake::InMemoryDocumentStore::new())
 /// });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! document_store_conformance {
