@@ -15,6 +15,6 @@ mod planner_tests;
 pub use backoff::{CrashPolicy, CrashRecord, RestartDecision};
 pub use health::{FakeProbe, HealthProbe, HealthStatus, HealthTracker, HttpProbe, ProbeResult};
 pub use planner::{
-    plan, ActionKind, DeferReason, Deferred, DesiredApp, Launch, LaunchReason, Plan, PlanInput,
-    PlannerConfig, PlannerState, Termination, TerminationReason,
+    plan, ActionKind, DeferReason, Deferred, DesiredApp, Launch, LaunchReason, Observed, Plan,
+    PlanInput, PlannerConfig, PlannerState, Termination, TerminationReason,
 };

@@ -76,15 +76,23 @@ impl Default for PlannerConfig {
     }
 }
 
+/// An instance as the compute backend reports it, with the health the probes report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The instance.
+    pub instance: Instance,
+    /// Its health; `None` (never probed) counts as starting.
+    pub health: Option<HealthStatus>,
+}
+
 /// Everything the planner looks at in one pass.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanInput<'a> {
     /// Desired apps (any order; the plan is sorted).
     pub desired: &'a [DesiredApp],
-    /// Instances the compute backend reports, including crashed and terminated ones.
-    pub observed: &'a [Instance],
-    /// Health per instance; running instances missing here count as starting.
-    pub health: &'a HashMap<InstanceId, HealthStatus>,
+    /// Instances the compute backend reports, including crashed and terminated ones, each with
+    /// its health (kept beside the instance so the planner makes no random lookups).
+    pub observed: &'a [Observed],
     /// Zones and whether they take launches.
     pub zones: &'a [ZoneInfo],
     /// The time of the pass.
@@ -272,6 +280,38 @@ impl Plan {
 }
 
 type AppKey = (TenantId, AppId);
+
+/// A fast non-cryptographic hasher (the Fx multiply-rotate) for the planner's per-pass maps,
+/// whose keys come from the backend, not from an attacker choosing collisions.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        for b in chunks.remainder() {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weak; hashbrown picks buckets from them.
+        self.0.rotate_left(26)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+type FastSet<K> = HashSet<K, std::hash::BuildHasherDefault<FxHasher>>;
 type SlotKey = (TenantId, AppId, Version, u32);
 
 /// What the planner remembers between passes. Owned by the caller; [`plan`] updates it.
@@ -384,13 +424,17 @@ struct Live<'a> {
 struct Pass<'a> {
     input: &'a PlanInput<'a>,
     config: &'a PlannerConfig,
-    zone_ix: HashMap<&'a Zone, usize>,
+    zone_ix: FastMap<&'a Zone, usize>,
     zone_open: Vec<bool>,
     all_open: bool,
     in_flight: u32,
-    tenant_used: HashMap<&'a TenantId, u32>,
+    tenant_used: FastMap<&'a TenantId, u32>,
     rebalance_left: u32,
     plan: Plan,
+    zone_up: Vec<bool>,
+    // Scratch buffers reused across apps (no per-app allocation on the steady path).
+    cur_buf: Vec<Live<'a>>,
+    occupied_buf: Vec<u32>,
 }
 
 /// Plans one pass. Deterministic: the same input and state give the same plan and next state.
@@ -399,7 +443,7 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
     let now = input.now;
     state.avoid_zones.retain(|_, until| *until > now);
 
-    let zone_ix: HashMap<&Zone, usize> = input
+    let zone_ix: FastMap<&Zone, usize> = input
         .zones
         .iter()
         .enumerate()
@@ -413,15 +457,35 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
     let all_open = zone_open.iter().all(|o| *o);
 
     // Group observed instances by app; count tenant usage and global in-flight launches.
-    let mut by_app: HashMap<(&TenantId, &AppId), Vec<&Instance>> = HashMap::new();
-    let mut tenant_used: HashMap<&TenantId, u32> = HashMap::new();
+    // Bucket instances by desired app with a counting sort into one flat vector (no per-app
+    // allocation); instances of apps no longer desired go to `by_orphan`.
+    let n = input.desired.len();
+    let mut app_ix: FastMap<(&TenantId, &AppId), u32> = FastMap::default();
+    app_ix.reserve(n);
+    for (i, d) in input.desired.iter().enumerate() {
+        app_ix.insert((&d.spec.tenant, &d.spec.app), i as u32);
+    }
+    let mut bucket_of: Vec<u32> = Vec::with_capacity(input.observed.len());
+    let mut offsets: Vec<u32> = vec![0; n + 1];
+    let mut by_orphan: BTreeMap<(&TenantId, &AppId), Vec<&Instance>> = BTreeMap::new();
+    let mut tenant_used: FastMap<&TenantId, u32> = FastMap::default();
     let mut in_flight = 0u32;
-    let mut gone_now = HashSet::new();
-    for inst in input.observed {
-        by_app
-            .entry((&inst.tenant, &inst.app))
-            .or_default()
-            .push(inst);
+    let mut gone_now: FastSet<&InstanceId> = FastSet::default();
+    for o in input.observed {
+        let inst = &o.instance;
+        match app_ix.get(&(&inst.tenant, &inst.app)) {
+            Some(&b) => {
+                bucket_of.push(b);
+                offsets[b as usize + 1] += 1;
+            }
+            None => {
+                bucket_of.push(u32::MAX);
+                by_orphan
+                    .entry((&inst.tenant, &inst.app))
+                    .or_default()
+                    .push(inst);
+            }
+        }
         if inst.state.is_active() {
             *tenant_used.entry(&inst.tenant).or_default() += 1;
             if inst.state == InstanceState::Pending {
@@ -435,6 +499,22 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
         }
     }
 
+    for b in 0..n {
+        offsets[b + 1] += offsets[b];
+    }
+    let mut flat: Vec<&Observed> = Vec::new();
+    if let Some(first) = input.observed.first() {
+        // Every cell is overwritten: each bucketed instance fills exactly one.
+        flat = vec![first; offsets[n] as usize];
+        let mut fill = offsets.clone();
+        for (o, b) in input.observed.iter().zip(&bucket_of) {
+            if *b != u32::MAX {
+                flat[fill[*b as usize] as usize] = o;
+                fill[*b as usize] += 1;
+            }
+        }
+    }
+
     let mut pass = Pass {
         input,
         config,
@@ -445,31 +525,22 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
         tenant_used,
         rebalance_left: config.rebalance_per_pass,
         plan: Plan::default(),
+        zone_up: input.zones.iter().map(|z| z.available).collect(),
+        cur_buf: Vec::new(),
+        occupied_buf: Vec::new(),
     };
 
     // Rotate the starting app each pass so global caps do not always favour the same apps.
-    let n = input.desired.len();
     let start = if n == 0 { 0 } else { (state.pass as usize) % n };
-    let mut desired_keys: HashSet<(&TenantId, &AppId)> = HashSet::with_capacity(n);
-    for d in input.desired {
-        desired_keys.insert((&d.spec.tenant, &d.spec.app));
-    }
     for k in 0..n {
-        let app = &input.desired[(start + k) % n];
-        let insts = by_app
-            .get(&(&app.spec.tenant, &app.spec.app))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+        let ix = (start + k) % n;
+        let app = &input.desired[ix];
+        let insts = &flat[offsets[ix] as usize..offsets[ix + 1] as usize];
         plan_app(&mut pass, app, insts, state);
     }
 
-    // Apps observed but no longer desired: stop their instances.
-    let mut orphans: Vec<_> = by_app
-        .iter()
-        .filter(|(k, _)| !desired_keys.contains(*k))
-        .collect();
-    orphans.sort_by(|a, b| a.0.cmp(b.0));
-    for ((tenant, app), insts) in orphans {
+    // Instances of apps no longer desired: stop them.
+    for ((tenant, app), insts) in by_orphan {
         let active: Vec<&Instance> = insts
             .iter()
             .copied()
@@ -555,19 +626,22 @@ fn record_crash(pass: &mut Pass<'_>, state: &mut PlannerState, policy: &CrashPol
 fn plan_app<'a>(
     pass: &mut Pass<'a>,
     app: &'a DesiredApp,
-    insts: &[&'a Instance],
+    insts: &[&'a Observed],
     state: &mut PlannerState,
 ) {
     let spec = &app.spec;
     let now = pass.input.now;
     let nz = pass.input.zones.len();
 
-    let mut cur: Vec<Live<'_>> = Vec::new();
+    let mut cur: Vec<Live<'a>> = std::mem::take(&mut pass.cur_buf);
+    cur.clear();
     let mut old: Vec<Live<'_>> = Vec::new();
-    let mut occupied: HashSet<u32> = HashSet::new();
+    let mut occupied: Vec<u32> = std::mem::take(&mut pass.occupied_buf);
+    occupied.clear();
     let mut dead: Vec<&Instance> = Vec::new();
 
-    for &inst in insts {
+    for &o in insts {
+        let inst = &o.instance;
         match inst.state {
             InstanceState::Crashed => {
                 if note_gone_once(state, inst) {
@@ -582,18 +656,23 @@ fn plan_app<'a>(
             InstanceState::Stopping => continue,
             InstanceState::Pending | InstanceState::Running => {}
         }
-        let health = pass.input.health.get(&inst.id).copied();
+        let health = o.health;
         let slot = parse_key(&inst.idempotency_key).map(|(_, s, _)| s);
         if health == Some(HealthStatus::Dead) {
             dead.push(inst);
             if inst.version == spec.version {
                 if let Some(s) = slot {
-                    occupied.insert(s);
+                    occupied.push(s);
                 }
             }
             continue;
         }
-        let zone_ix = pass.zone_ix.get(&inst.zone).copied();
+        // Few zones: a linear scan beats hashing the name.
+        let zone_ix = if nz <= 8 {
+            pass.input.zones.iter().position(|z| z.zone == inst.zone)
+        } else {
+            pass.zone_ix.get(&inst.zone).copied()
+        };
         let cond = match health {
             Some(HealthStatus::Ready) => Condition::Ready,
             Some(HealthStatus::NotReady) => Condition::Unhealthy,
@@ -608,7 +687,7 @@ fn plan_app<'a>(
         };
         if inst.version == spec.version {
             if let Some(s) = slot {
-                occupied.insert(s);
+                occupied.push(s);
             }
             cur.push(live);
         } else {
@@ -627,7 +706,7 @@ fn plan_app<'a>(
     }
 
     // Instances in zones that are down do not count toward the app (they are replaced elsewhere).
-    let zone_up: Vec<bool> = pass.input.zones.iter().map(|z| z.available).collect();
+    let zone_up = std::mem::take(&mut pass.zone_up);
     let counts = |v: &[Live<'_>]| -> Vec<u32> {
         let mut c = vec![0u32; nz];
         for l in v {
@@ -680,7 +759,7 @@ fn plan_app<'a>(
         let mut excess = cur_active - replicas;
         let mut zc = counts(&cur);
         let mut ready_left = ready_cur;
-        let mut taken: HashSet<&InstanceId> = HashSet::new();
+        let mut taken: FastSet<&InstanceId> = FastSet::default();
         while excess > 0 {
             let Some(&max) = zc.iter().max() else { break };
             // Candidates in the fullest zone(s); unknown-zone instances go first.
@@ -751,16 +830,14 @@ fn plan_app<'a>(
     // ---- launches ----
     let want = replicas.saturating_sub(cur_active);
     let room = max_total.saturating_sub(total_active);
-    let mut zone_counts = {
-        let mut c = counts(&cur);
+    let mut zone_counts = counts(&cur);
+    if !old.is_empty() {
         for (z, n) in counts(&old).into_iter().enumerate() {
-            c[z] += n;
+            zone_counts[z] += n;
         }
-        c
-    };
+    }
     let mut to_launch: Vec<(u32, LaunchReason)> = Vec::new();
     let mut deferred: Vec<(DeferReason, u32)> = Vec::new();
-    let key = (spec.tenant.clone(), spec.app.clone());
     if want > 0 {
         let n = want.min(room);
         if n < want {
@@ -835,7 +912,13 @@ fn plan_app<'a>(
         }
     }
 
-    let allowed = state.burst.get(&key).copied().unwrap_or(1);
+    // Only apps that launch or have an allowance touch the burst map (no key clones otherwise).
+    let key = (!to_launch.is_empty() || !state.burst.is_empty())
+        .then(|| (spec.tenant.clone(), spec.app.clone()));
+    let allowed = key
+        .as_ref()
+        .and_then(|k| state.burst.get(k).copied())
+        .unwrap_or(1);
     let mut launched = 0u32;
     let quota = pass.input.quotas.get(&spec.tenant).copied();
     for (slot, reason) in to_launch {
@@ -906,11 +989,10 @@ fn plan_app<'a>(
     }
     // Slow start: the allowance doubles while the app still needs launches, else starts over.
     if want > launched {
-        state.burst.insert(
-            key,
-            (allowed.saturating_mul(2)).min(pass.config.max_burst.max(1)),
-        );
-    } else if state.burst.contains_key(&key) {
+        let key = key.unwrap_or_else(|| (spec.tenant.clone(), spec.app.clone()));
+        let next = allowed.saturating_mul(2).min(pass.config.max_burst.max(1));
+        state.burst.insert(key, next);
+    } else if let Some(key) = key {
         state.burst.remove(&key);
     }
     // One deferred entry per reason kind, counts summed, in a stable order.
@@ -933,4 +1015,8 @@ fn plan_app<'a>(
             reason,
         });
     }
+    pass.zone_up = zone_up;
+    cur.clear();
+    pass.cur_buf = cur;
+    pass.occupied_buf = occupied;
 }

@@ -104,16 +104,26 @@ impl World {
         config: &PlannerConfig,
     ) -> Plan {
         let quotas = BTreeMap::new();
+        let observed = self.observed();
         let input = PlanInput {
             desired,
-            observed: &self.instances,
-            health: &self.health,
+            observed: &observed,
             zones,
             now: self.now,
             quotas: &quotas,
             allow_terminations: true,
         };
         plan(&input, config, state)
+    }
+
+    fn observed(&self) -> Vec<Observed> {
+        self.instances
+            .iter()
+            .map(|i| Observed {
+                instance: i.clone(),
+                health: self.health.get(&i.id).copied(),
+            })
+            .collect()
     }
 }
 
@@ -305,8 +315,7 @@ fn freshness_gate_blocks_every_termination() {
     let quotas = BTreeMap::new();
     let input = PlanInput {
         desired: &[],
-        observed: &w.instances,
-        health: &w.health,
+        observed: &w.observed(),
         zones: &z,
         now: w.now,
         quotas: &quotas,
@@ -336,8 +345,7 @@ fn quota_defers_launches() {
     let w = World::default();
     let input = PlanInput {
         desired: &desired,
-        observed: &w.instances,
-        health: &w.health,
+        observed: &w.observed(),
         zones: &z,
         now: w.now,
         quotas: &quotas,
@@ -379,8 +387,7 @@ fn in_flight_cap_is_global() {
     let quotas = BTreeMap::new();
     let input = PlanInput {
         desired: &desired,
-        observed: &w.instances,
-        health: &w.health,
+        observed: &w.observed(),
         zones: &z,
         now: w.now,
         quotas: &quotas,
