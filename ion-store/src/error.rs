@@ -43,7 +43,13 @@ const UNSUPPORTED_CODES: &[i32] = &[59, 115, 238, 303];
 /// anything the driver labels retryable. A transient error on a write means its outcome is
 /// unknown: callers resolve it by reading back, never by assuming either outcome.
 pub(crate) fn map_error(e: DriverError) -> Error {
-    let overloaded = e.contains_label(SYSTEM_OVERLOADED_ERROR);
+    // The driver also labels plain connection failures "overloaded" (back-pressure retries);
+    // a refused connection is an unavailable server, not throttling.
+    let overloaded = e.contains_label(SYSTEM_OVERLOADED_ERROR)
+        && !matches!(
+            e.kind.as_ref(),
+            DriverKind::Io(_) | DriverKind::ConnectionPoolCleared { .. }
+        );
     let labelled_retryable = e.contains_label(RETRYABLE_WRITE_ERROR)
         || e.contains_label(RETRYABLE_ERROR)
         || e.contains_label(TRANSIENT_TRANSACTION_ERROR);
