@@ -10,12 +10,17 @@
 
 mod bootstrap;
 mod config;
+mod ebs;
 mod ec2;
 mod error;
 mod s3;
 
 pub use bootstrap::{render_bootstrap, shell_quote};
 pub use config::{AwsConfig, AwsConfigBuilder, StaticCredentials};
+pub use ebs::{
+    expired_snapshots, EbsSnapshot, EbsSnapshotState, EbsSnapshots, RetentionPolicy, SnapshotScope,
+    TAG_PLATFORM, TAG_TAKEN_AT, TAG_VOLUME,
+};
 pub use ec2::{
     Ec2Compute, Ec2ComputeConfig, MANAGED_BY, TAG_APP, TAG_IDEMPOTENCY_KEY, TAG_MANAGED_BY,
     TAG_PORT, TAG_TENANT, TAG_VERSION,
