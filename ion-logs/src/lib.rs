@@ -18,3 +18,9 @@ pub mod shipper;
 
 pub use ledger::{Ledger, TenantCounts};
 pub use shipper::{spawn_shipper, ShipperConfig, ShipperDeps, ShipperHandle};
+pub mod api;
+pub mod node;
+pub mod tokens;
+
+pub use node::{Aggregator, AggregatorConfig, NodeBackends, SearchTarget, TenantBootstrap};
+pub use tokens::TokenStore;

@@ -1,0 +1,274 @@
+//! One aggregator node: configuration, wiring (WAL, shipper, API) and lifecycle.
+//!
+//! Nodes are independent: each owns its WAL directory and ships to the shared cluster; several
+//! behind the load balancer scale the tier. Record ids carry the node's name and WAL
+//! incarnation, so nodes never collide.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ion_core::fake::{InMemoryBlobStore, InMemoryDocumentStore, InMemoryLogIndex};
+use ion_core::{BlobStore, DocumentStore, Error, IndexSettings, LogIndex, Result, TenantId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::api::{router, ApiState, IngestLimits};
+use crate::es::{ElasticsearchConfig, ElasticsearchLogIndex};
+use crate::ledger::Ledger;
+use crate::rate::{RateLimit, TenantRateLimiter};
+use crate::shipper::{spawn_shipper, ShipperConfig, ShipperDeps, ShipperHandle};
+use crate::tokens::TokenStore;
+use crate::wal::{WalConfig, WriteAheadLog};
+
+/// Where records are indexed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchTarget {
+    /// The in-memory fake (benchmarks of the node itself, demos).
+    #[default]
+    InMemory,
+    /// An Elasticsearch or OpenSearch cluster.
+    Elasticsearch(ElasticsearchConfig),
+}
+
+/// Index settings as configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IndexSettingsConfig {
+    /// Primary shards per daily index.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// Refresh interval in milliseconds (near-real-time search).
+    pub refresh_ms: u64,
+}
+
+impl Default for IndexSettingsConfig {
+    fn default() -> Self {
+        let d = IndexSettings::default();
+        Self {
+            shards: d.shards,
+            replicas: d.replicas,
+            refresh_ms: d.refresh_interval.as_millis() as u64,
+        }
+    }
+}
+
+/// A tenant known at start: its token (as a SHA-256, never in clear) and rate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantBootstrap {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// SHA-256 (hex) of its ingest token.
+    pub token_sha256: String,
+    /// Its byte rate, when not the default.
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
+}
+
+/// The configuration file of one aggregator node (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AggregatorConfig {
+    /// Listen address, e.g. `127.0.0.1:8080` (port 0 picks one).
+    pub listen: String,
+    /// The write-ahead log.
+    pub wal: WalConfig,
+    /// Where records go.
+    pub search: SearchTarget,
+    /// Template settings.
+    pub index_settings: IndexSettingsConfig,
+    /// The shipper.
+    pub shipper: ShipperConfig,
+    /// Request limits.
+    pub limits: IngestLimits,
+    /// Rate of tenants without their own.
+    pub default_rate: RateLimit,
+    /// Tenants and tokens to register at start.
+    pub tenants: Vec<TenantBootstrap>,
+    /// Health turns bad after this long without delivery while records wait (ms).
+    pub stall_after_ms: u64,
+    /// How long token lookups are cached (ms): the delay before a revocation bites.
+    pub token_cache_ms: u64,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            wal: WalConfig::default(),
+            search: SearchTarget::default(),
+            index_settings: IndexSettingsConfig::default(),
+            shipper: ShipperConfig::default(),
+            limits: IngestLimits::default(),
+            default_rate: RateLimit::default(),
+            tenants: Vec::new(),
+            stall_after_ms: 60_000,
+            token_cache_ms: 5_000,
+        }
+    }
+}
+
+impl AggregatorConfig {
+    /// Reads a JSON configuration file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::invalid_config(format!("config file {}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid_config(format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// The backends a node runs on (production: Elasticsearch, MongoDB, S3).
+#[derive(Clone, Debug)]
+pub struct NodeBackends {
+    /// Where records go.
+    pub index: Arc<dyn LogIndex>,
+    /// Dead letters.
+    pub dead_letters: Arc<dyn DocumentStore>,
+    /// Segment archive.
+    pub archive: Arc<dyn BlobStore>,
+    /// Ingest tokens.
+    pub tokens: Arc<dyn DocumentStore>,
+}
+
+impl NodeBackends {
+    /// The backends a configuration names. Dead letters, archive and tokens are in memory in
+    /// this build of the node binary (see the crate documentation).
+    pub async fn from_config(config: &AggregatorConfig) -> Result<Self> {
+        let index: Arc<dyn LogIndex> = match &config.search {
+            SearchTarget::InMemory => Arc::new(InMemoryLogIndex::new()),
+            SearchTarget::Elasticsearch(c) => {
+                Arc::new(ElasticsearchLogIndex::connect(c.clone()).await?)
+            }
+        };
+        Ok(Self {
+            index,
+            dead_letters: Arc::new(InMemoryDocumentStore::new()),
+            archive: Arc::new(InMemoryBlobStore::new()),
+            tokens: Arc::new(InMemoryDocumentStore::new()),
+        })
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Aggregator {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Shared state (WAL, ledger, tokens, ...).
+    pub state: Arc<ApiState>,
+    shipper: ShipperHandle,
+    server: tokio::task::JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Aggregator {
+    /// Starts a node: recovers the WAL, installs templates, registers tenants, starts the
+    /// shipper and the HTTP server.
+    pub async fn start(config: AggregatorConfig, backends: NodeBackends) -> Result<Self> {
+        let wal_config = config.wal.clone();
+        let (wal, report, checkpoint) =
+            tokio::task::spawn_blocking(move || WriteAheadLog::open(&wal_config))
+                .await
+                .map_err(|e| Error::unexpected(format!("wal open task: {e}")))??;
+        tracing::info!(
+            torn_bytes = report.torn_bytes,
+            lost_bytes = report.lost_bytes,
+            corrupt_segments = report.corrupt_segments,
+            segments = report.segments,
+            "wal recovered"
+        );
+        let wal = Arc::new(wal);
+        let settings = IndexSettings {
+            shards: config.index_settings.shards,
+            replicas: config.index_settings.replicas,
+            refresh_interval: Duration::from_millis(config.index_settings.refresh_ms),
+        };
+        let mut attempt = 0;
+        loop {
+            match backends.index.ensure_templates(&settings).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && attempt < 30 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, "index templates not installed yet, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tokens = Arc::new(TokenStore::new(
+            backends.tokens.clone(),
+            Duration::from_millis(config.token_cache_ms),
+        ));
+        let mut overrides = HashMap::new();
+        for t in &config.tenants {
+            tokens
+                .register_hash(&t.tenant, &t.token_sha256, "bootstrap")
+                .await?;
+            if let Some(r) = t.rate {
+                overrides.insert(t.tenant.clone(), r);
+            }
+        }
+        let ledger = Arc::new(Ledger::new());
+        let shipper = spawn_shipper(
+            ShipperDeps {
+                wal: wal.clone(),
+                index: backends.index.clone(),
+                dead_letters: backends.dead_letters.clone(),
+                archive: backends.archive.clone(),
+                ledger: ledger.clone(),
+            },
+            config.shipper.clone(),
+            checkpoint,
+        )?;
+        let state = Arc::new(ApiState {
+            wal,
+            ledger,
+            tokens,
+            limiter: Arc::new(TenantRateLimiter::new(config.default_rate, overrides)),
+            index: backends.index.clone(),
+            limits: config.limits,
+            shipper: shipper.status.clone(),
+            stall_after: Duration::from_millis(config.stall_after_ms),
+        });
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| Error::invalid_config(format!("listen: {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::unexpected(format!("listen address: {e}")))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(%addr, node = state.wal.node().as_str(), "aggregator listening");
+        Ok(Self {
+            addr,
+            state,
+            shipper,
+            server,
+            stop,
+        })
+    }
+
+    /// Stops accepting requests, lets the shipper finish its running bulks and save its
+    /// checkpoint, and closes the WAL.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        self.shipper.shutdown().await;
+        self.state.wal.close();
+    }
+}
