@@ -8,6 +8,8 @@
 pub mod backoff;
 pub mod health;
 pub mod planner;
+pub mod reconciler;
+pub mod router;
 
 #[cfg(test)]
 mod planner_tests;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::compute::ZoneInfo;
 use crate::control::backoff::{CrashPolicy, CrashRecord, RestartDecision};
 use crate::control::health::HealthStatus;
-use crate::model::{AppSpec, Instance, InstanceState, Sha256Digest, Version};
+use crate::model::{AppSpec, ArtifactRef, Instance, InstanceState, Sha256Digest, Version};
 use crate::name::{AppId, IdempotencyKey, InstanceId, TenantId, Zone};
 use crate::time::Timestamp;
 
@@ -208,6 +208,10 @@ pub struct Launch {
     pub idempotency_key: IdempotencyKey,
     /// Why.
     pub reason: LaunchReason,
+    /// The binary to run.
+    pub artifact: ArtifactRef,
+    /// The port the app listens on.
+    pub port: u16,
 }
 
 /// One instance to stop.
@@ -982,6 +986,8 @@ fn plan_app<'a>(
             zone: pass.input.zones[z].zone.clone(),
             idempotency_key: launch_key(&spec.tenant, &spec.app, spec.version, slot, attempt),
             reason,
+            artifact: spec.artifact.clone(),
+            port: spec.port,
         });
         launched += 1;
         pass.in_flight += 1;
