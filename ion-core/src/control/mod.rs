@@ -5,7 +5,9 @@
 //! the table building of [`router`]) have no I/O and are property-tested; the rest drives the
 //! backend traits.
 
+pub mod autoscaler;
 pub mod backoff;
+pub mod deploy;
 pub mod health;
 pub mod planner;
 pub mod reconciler;
