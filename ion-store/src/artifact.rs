@@ -25,6 +25,9 @@ const COMPLETE: &str = "complete";
 /// `metadata.state` while bytes are being written (or after a crash before the digest landed).
 const UPLOADING: &str = "uploading";
 
+/// Chunks per driver write during upload (about 1 MiB with the default chunk size).
+const WRITE_BATCH_CHUNKS: usize = 4;
+
 /// Where and how artifacts are stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GridFsOptions {
@@ -65,7 +68,7 @@ pub struct SweepReport {
 /// `download`. `download` checks the reference against the recorded digest, then streams the
 /// chunks through [`ion_core::stream::verified`], so changed bytes end the stream with `Corrupt`.
 ///
-/// Memory per transfer is bounded by one chunk on upload and one cursor batch (at most 16 MiB,
+/// Memory per transfer is bounded by a few chunks on upload and one cursor batch (at most 16 MiB,
 /// the server's batch limit) plus one read buffer on download.
 #[derive(Clone, Debug)]
 pub struct GridFsArtifactStore {
@@ -402,7 +405,10 @@ impl ArtifactStore for GridFsArtifactStore {
             .await?;
         let mut hasher = Sha256Hasher::default();
         let mut length: u64 = 0;
-        let piece = self.options.chunk_size_bytes as usize;
+        // Hand the driver at most WRITE_BATCH_CHUNKS chunks per write: it buffers what one write
+        // gives it and inserts the full chunks in one `insert_many`, so this bounds memory while
+        // keeping round trips few.
+        let piece = self.options.chunk_size_bytes as usize * WRITE_BATCH_CHUNKS;
         while let Some(next) = body.next().await {
             let chunk: Bytes = match next {
                 Ok(chunk) => chunk,
@@ -417,7 +423,6 @@ impl ArtifactStore for GridFsArtifactStore {
             };
             hasher.update(&chunk);
             length += chunk.len() as u64;
-            // Feed at most one chunk at a time: the driver buffers whatever one write hands it.
             for part in chunk.chunks(piece) {
                 if let Err(e) = upload.write_all(part).await {
                     // The driver already tried to delete the written chunks; try again.
