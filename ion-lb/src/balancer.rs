@@ -59,7 +59,7 @@ impl std::fmt::Debug for NginxLoadBalancer {
 
 struct Inner {
     config: NginxConfig,
-    process: StdMutex<Option<NginxProcess>>,
+    process: StdMutex<Option<Arc<NginxProcess>>>,
     status: StdMutex<Status>,
     pending: StdMutex<Option<Pending>>,
     pipeline: Mutex<Pipeline>,
@@ -116,7 +116,7 @@ impl NginxLoadBalancer {
         let bucket = TokenBucket::new(config.reloads_per_sec, config.reload_burst);
         Self {
             inner: Arc::new(Inner {
-                process: StdMutex::new(Some(process)),
+                process: StdMutex::new(Some(Arc::new(process))),
                 status: StdMutex::new(Status::default()),
                 pending: StdMutex::new(None),
                 pipeline: Mutex::new(Pipeline {
@@ -142,18 +142,35 @@ impl NginxLoadBalancer {
     /// Stops the master if ion started it.
     pub async fn shutdown(&self) -> Result<()> {
         let process = self.inner.process.lock().expect("process lock").take();
-        match process {
-            Some(p) => p.stop().await,
-            None => Ok(()),
+        match process.map(Arc::try_unwrap) {
+            Some(Ok(p)) => p.stop().await,
+            // An apply still holds it; it stops when the last holder lets go.
+            Some(Err(_)) | None => Ok(()),
         }
     }
 
-    fn signal_reload(&self) -> Result<()> {
-        let guard = self.inner.process.lock().expect("process lock");
-        guard
-            .as_ref()
-            .ok_or_else(|| Error::unavailable("nginx was shut down"))?
-            .reload()
+    /// Signals the master, waits for the marker to serve `hash`, then for the workers of the
+    /// previous generation to stop accepting, so a request sent after this returns meets the new
+    /// configuration.
+    async fn reload_and_confirm(&self, hash: &str) -> Result<()> {
+        let config = &self.inner.config;
+        let start = Instant::now();
+        let process = self
+            .inner
+            .process
+            .lock()
+            .expect("process lock")
+            .clone()
+            .ok_or_else(|| Error::unavailable("nginx was shut down"))?;
+        let old = process.accepting_workers().unwrap_or_default();
+        process.reload()?;
+        marker::wait_for(config.marker_listen, hash, config.confirm_timeout()).await?;
+        let left = config.confirm_timeout().saturating_sub(start.elapsed());
+        let retired = process.wait_workers_retired(&old, left).await;
+        if !retired {
+            tracing::warn!(workers = ?old, "old nginx workers still accept connections after the deadline");
+        }
+        Ok(())
     }
 
     fn check_generation(&self, table: &RouteTable) -> Result<Option<LiveGeneration>> {
@@ -263,10 +280,7 @@ impl NginxLoadBalancer {
             }
         }
         swap_symlink(&config.conf_path(), &candidate)?;
-        let confirmed = match self.signal_reload() {
-            Ok(()) => marker::wait_for(config.marker_listen, &hash, config.confirm_timeout()).await,
-            Err(e) => Err(e),
-        };
+        let confirmed = self.reload_and_confirm(&hash).await;
         match confirmed {
             Ok(_) => {
                 pipeline.live_hash = hash;
@@ -290,17 +304,7 @@ impl NginxLoadBalancer {
                 tracing::error!(generation = table.generation(), error = %e, "reload did not take; rolling back");
                 let _ = fs::rename(&candidate, candidate.with_extension("rejected"));
                 swap_symlink(&config.conf_path(), &pipeline.live_file)?;
-                let restored = match self.signal_reload() {
-                    Ok(()) => {
-                        marker::wait_for(
-                            config.marker_listen,
-                            &pipeline.live_hash,
-                            config.confirm_timeout(),
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
+                let restored = self.reload_and_confirm(&pipeline.live_hash).await;
                 self.inner
                     .status
                     .lock()

@@ -1,5 +1,6 @@
 //! `NginxProcess`: a dedicated nginx master that ion starts and owns, or one it attaches to.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -137,6 +138,56 @@ impl NginxProcess {
         let pid = self.pid()?;
         kill_process(pid, Signal::HUP)
             .map_err(|e| Error::unavailable(format!("signal nginx master: {e}")))
+    }
+
+    /// The pids of the master's workers that still accept connections (their title is
+    /// `nginx: worker process`; a worker told to quit renames itself `… is shutting down` as it
+    /// closes its listeners). Read from `/proc`, so Linux only.
+    pub fn accepting_workers(&self) -> Result<BTreeSet<i32>> {
+        let master = self.pid()?.as_raw_nonzero().get();
+        let mut out = BTreeSet::new();
+        let entries = fs::read_dir("/proc").map_err(|e| io_error("list /proc", e))?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the parenthesised command: state, then the parent pid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid != Some(master) {
+                continue;
+            }
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let title = String::from_utf8_lossy(&cmdline);
+            if title.trim_end_matches(['\0', ' ']) == "nginx: worker process" {
+                out.insert(pid);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until none of `old` still accepts connections, or `deadline` passes (then false).
+    pub async fn wait_workers_retired(&self, old: &BTreeSet<i32>, deadline: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            match self.accepting_workers() {
+                Ok(now) if now.is_disjoint(old) => return true,
+                Err(_) => return false,
+                Ok(_) if start.elapsed() >= deadline => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
     }
 
     /// Whether the master is alive.
