@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod deploy;
 pub mod health;
 pub mod planner;
+pub mod platform;
 pub mod reconciler;
 pub mod router;
 

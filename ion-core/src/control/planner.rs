@@ -187,6 +187,8 @@ pub enum DeferReason {
     },
     /// Desired state has not been re-asserted since a restore or failover.
     FreshnessGate,
+    /// The route table without these instances could not be applied: they stay until it is.
+    RoutesNotApplied,
 }
 
 /// One launch to make.
