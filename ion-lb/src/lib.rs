@@ -7,10 +7,12 @@
 //! - [`NginxProcess`]: a dedicated nginx master ion starts and owns, or attaches to.
 //! - [`NginxLoadBalancer`]: the `LoadBalancer` over one master: atomic generations, optional
 //!   `nginx -t`, SIGHUP, confirmation through the loopback marker, rollback, coalescing.
+//! - [`FanOutLoadBalancer`]: several instances as one, rolled one at a time.
 
 pub mod balancer;
 pub mod config;
 pub mod directive;
+pub mod fanout;
 pub mod files;
 pub mod lexer;
 pub mod marker;
@@ -20,5 +22,6 @@ pub mod tls;
 
 pub use balancer::{ApplyStats, NginxLoadBalancer};
 pub use config::{NginxConfig, NginxConfigBuilder};
+pub use fanout::FanOutLoadBalancer;
 pub use process::NginxProcess;
 pub use render::{render, Rendered};
