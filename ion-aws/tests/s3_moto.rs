@@ -23,7 +23,7 @@ ion_core::blob_store_conformance!(s3_moto_multipart, async {
 ion_core::blob_store_conformance!(s3_moto_defaults, async {
     s3_store(
         "s3 blob store conformance (default thresholds)",
-        S3BlobStoreConfig::new(BUCKET),
+        S3BlobStoreConfig::new(bucket()),
     )
     .await
 });
@@ -64,7 +64,7 @@ async fn multipart_put_round_trips_and_leaves_no_upload_open() {
     // Four 5 MiB parts: the object S3 assembled has four parts.
     let parts = raw
         .head_object()
-        .bucket(BUCKET)
+        .bucket(bucket())
         .key(k.as_str())
         .part_number(1)
         .send()
@@ -169,7 +169,7 @@ async fn a_put_dropped_mid_stream_leaves_no_object_and_no_upload() {
 #[tokio::test]
 async fn list_pages_through_more_than_a_thousand_keys() {
     let what = "s3 list pagination";
-    let Some(store) = s3_store(what, S3BlobStoreConfig::new(BUCKET)).await else {
+    let Some(store) = s3_store(what, S3BlobStoreConfig::new(bucket())).await else {
         return;
     };
     let prefix = scope("many");
@@ -230,7 +230,7 @@ async fn list_pages_through_more_than_a_thousand_keys() {
 #[tokio::test]
 async fn encryption_and_storage_class_are_applied() {
     let what = "s3 sse and storage class";
-    let config = S3BlobStoreConfig::builder(BUCKET)
+    let config = S3BlobStoreConfig::builder(bucket())
         .server_side_encryption(ServerSideEncryption::Aes256)
         .storage_class("STANDARD_IA")
         .build()
@@ -249,7 +249,7 @@ async fn encryption_and_storage_class_are_applied() {
         .expect("put");
     let head = raw
         .head_object()
-        .bucket(BUCKET)
+        .bucket(bucket())
         .key(k.as_str())
         .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
         .send()
@@ -272,7 +272,7 @@ async fn encryption_and_storage_class_are_applied() {
 #[tokio::test]
 async fn missing_keys_are_not_found_and_deletes_are_idempotent() {
     let what = "s3 missing keys";
-    let Some(store) = s3_store(what, S3BlobStoreConfig::new(BUCKET)).await else {
+    let Some(store) = s3_store(what, S3BlobStoreConfig::new(bucket())).await else {
         return;
     };
     let k = key(&format!("{}nothing", scope("missing")));
@@ -344,7 +344,7 @@ async fn an_unreachable_endpoint_is_transient_unavailable() {
         .connect_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let store = ion_aws::S3BlobStore::new(&aws, S3BlobStoreConfig::new(BUCKET))
+    let store = ion_aws::S3BlobStore::new(&aws, S3BlobStoreConfig::new(bucket()))
         .await
         .unwrap();
     let e = store.head(&key("a")).await.unwrap_err();

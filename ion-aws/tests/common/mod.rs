@@ -10,8 +10,11 @@ use ion_core::testkit::{peer_unreachable, peer_var};
 
 pub const S3_VAR: &str = "ION_TEST_S3_ENDPOINT";
 pub const EC2_VAR: &str = "ION_TEST_EC2_ENDPOINT";
-/// One bucket shared by every run; cases use unique prefixes inside it.
-pub const BUCKET: &str = "ion-aws-tests";
+/// One bucket shared by every run (`ION_TEST_S3_BUCKET`, default `ion-aws-tests`); cases use
+/// unique prefixes inside it.
+pub fn bucket() -> String {
+    env_or("ION_TEST_S3_BUCKET", "ion-aws-tests")
+}
 pub const MIB: u64 = 1024 * 1024;
 
 fn env_or(key: &str, default: &str) -> String {
@@ -40,7 +43,7 @@ pub fn aws_config(endpoint: &str) -> AwsConfig {
 
 /// Small parts so multipart paths run with modest bodies (S3's minimum part is 5 MiB).
 pub fn small_parts() -> S3BlobStoreConfig {
-    S3BlobStoreConfig::builder(BUCKET)
+    S3BlobStoreConfig::builder(bucket())
         .multipart_threshold(5 * MIB)
         .part_size(5 * MIB)
         .max_concurrent_parts(3)
@@ -93,7 +96,7 @@ async fn raw_shared(endpoint: &str) -> aws_config::SdkConfig {
 pub async fn open_uploads(s3: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
     let out = s3
         .list_multipart_uploads()
-        .bucket(BUCKET)
+        .bucket(bucket())
         .prefix(prefix)
         .send()
         .await
