@@ -17,6 +17,7 @@ pub mod lb;
 pub mod log_index;
 pub mod model;
 pub mod name;
+pub mod snapshot;
 pub mod stream;
 pub mod time;
 
