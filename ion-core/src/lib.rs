@@ -14,6 +14,7 @@ pub mod document;
 pub mod error;
 pub mod fake;
 pub mod lb;
+pub mod local;
 pub mod log_index;
 pub mod model;
 pub mod name;
