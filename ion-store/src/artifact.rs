@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use futures::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures::io::AsyncWriteExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ion_core::model::Sha256Hasher;
 use ion_core::stream::verified;
@@ -13,7 +13,7 @@ use ion_core::{
     Result, Sha256Digest, TenantId, Timestamp, Version,
 };
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
-use mongodb::gridfs::{GridFsBucket, GridFsDownloadStream};
+use mongodb::gridfs::GridFsBucket;
 use mongodb::options::{GridFsBucketOptions, IndexOptions};
 use mongodb::{Collection, IndexModel};
 
@@ -37,8 +37,9 @@ pub struct GridFsOptions {
     /// Chunk size in bytes (default 255 KiB, the GridFS default: one chunk document stays well
     /// under the 16 MiB BSON limit and a chunk's memory is small).
     pub chunk_size_bytes: u32,
-    /// Size of the pieces a download yields (default 256 KiB).
-    pub read_buffer_bytes: usize,
+    /// Chunks fetched per cursor batch on download (default 4): bounds download memory, which
+    /// with the driver's own download stream is one server batch (up to 16 MiB or more).
+    pub read_batch_chunks: u32,
 }
 
 impl Default for GridFsOptions {
@@ -46,7 +47,7 @@ impl Default for GridFsOptions {
         Self {
             bucket: "artifacts".to_owned(),
             chunk_size_bytes: 255 * 1024,
-            read_buffer_bytes: 256 * 1024,
+            read_batch_chunks: 4,
         }
     }
 }
@@ -68,8 +69,8 @@ pub struct SweepReport {
 /// `download`. `download` checks the reference against the recorded digest, then streams the
 /// chunks through [`ion_core::stream::verified`], so changed bytes end the stream with `Corrupt`.
 ///
-/// Memory per transfer is bounded by a few chunks on upload and one cursor batch (at most 16 MiB,
-/// the server's batch limit) plus one read buffer on download.
+/// Memory per transfer is bounded by a few chunks: up to five on upload (what the driver buffers
+/// per write), `read_batch_chunks` on download.
 #[derive(Clone, Debug)]
 pub struct GridFsArtifactStore {
     conn: MongoConnection,
@@ -98,7 +99,7 @@ impl GridFsArtifactStore {
         let store = Self {
             conn,
             options: GridFsOptions {
-                read_buffer_bytes: options.read_buffer_bytes.max(4096),
+                read_batch_chunks: options.read_batch_chunks.max(1),
                 ..options
             },
         };
@@ -351,27 +352,36 @@ fn to_info(d: &Document) -> Result<ArtifactInfo> {
     })
 }
 
-/// The download as a byte stream of `piece`-sized chunks.
-fn read_stream(download: GridFsDownloadStream, piece: usize) -> ByteStream {
-    stream::try_unfold(download, move |mut download| async move {
-        let mut buf = BytesMut::zeroed(piece);
-        let mut filled = 0;
-        // Fill the whole piece (the driver hands out at most what it has buffered per read).
-        while filled < piece {
-            let n = download
-                .read(&mut buf[filled..])
-                .await
-                .map_err(map_io_error)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
+/// The chunks of file `oid` in order, one `Bytes` per chunk, fetched `batch` at a time.
+///
+/// GridFS's own download stream reads whole server batches; reading the chunks collection
+/// directly with a small batch size keeps a download's memory at a few chunks. Order and gaps
+/// are checked here (a missing or repeated `n` is `Corrupt`); the content itself is checked by
+/// [`verified`].
+fn chunk_stream(cursor: mongodb::Cursor<Document>) -> ByteStream {
+    stream::try_unfold((cursor, 0i64), |(mut cursor, expected)| async move {
+        let Some(chunk) = cursor.try_next().await.map_err(map_error)? else {
             return Ok(None);
+        };
+        let n = match chunk.get("n") {
+            Some(Bson::Int32(n)) => i64::from(*n),
+            Some(Bson::Int64(n)) => *n,
+            _ => -1,
+        };
+        if n != expected {
+            return Err(Error::corrupt(format!(
+                "gridfs chunk {expected} is missing (found chunk {n})"
+            )));
         }
-        buf.truncate(filled);
-        Ok(Some((buf.freeze(), download)))
+        let data = match chunk.get("data") {
+            Some(Bson::Binary(b)) => Bytes::from(b.bytes.clone()),
+            _ => {
+                return Err(Error::corrupt(format!(
+                    "gridfs chunk {n} has no binary data"
+                )))
+            }
+        };
+        Ok(Some((data, (cursor, expected + 1))))
     })
     .boxed()
 }
@@ -505,19 +515,22 @@ impl ArtifactStore for GridFsArtifactStore {
             // The contract reports a mismatch where a consumer looks: at the end of the stream.
             return Ok(stream::once(async move { Err(mismatch) }).boxed());
         }
-        let bucket = self.bucket();
-        let download = self
+        let chunks = self.chunks();
+        let batch = self.options.read_batch_chunks;
+        let cursor = self
             .conn
             .retry()
             .run("open_download", |_| async {
-                bucket
-                    .open_download_stream(Bson::ObjectId(oid))
+                chunks
+                    .find(doc! { "files_id": { "$eq": oid } })
+                    .sort(doc! { "n": 1 })
+                    .batch_size(batch)
                     .await
                     .map_err(map_error)
             })
             .await?;
         Ok(verified(
-            read_stream(download, self.options.read_buffer_bytes),
+            chunk_stream(cursor),
             reference.sha256,
             reference.length,
         ))

@@ -1,7 +1,8 @@
 //! ion-store: the MongoDB persistence layer: [`MongoDocumentStore`] (documents with optimistic
-//! concurrency) and [`GridFsArtifactStore`] (application binaries with end-to-end SHA-256).
+//! concurrency), [`GridFsArtifactStore`] (application binaries with end-to-end SHA-256) and
+//! [`MongoStatsStore`] (per-app stats samples for the autoscaler).
 //!
-//! Both share one [`MongoConnection`] built from a [`MongoConfig`]. Every driver error is mapped
+//! All share one [`MongoConnection`] built from a [`MongoConfig`]. Every driver error is mapped
 //! by one function (`error::map_error`, unit-tested); transient ones (network, server selection, stepdown, not writable primary,
 //! retryable labels) are retried per the [`RetryPolicy`].
 //!
@@ -31,6 +32,7 @@ mod connection;
 mod document;
 mod error;
 mod retry;
+mod stats;
 
 pub use artifact::{GridFsArtifactStore, GridFsOptions, SweepReport};
 pub use config::{
@@ -39,3 +41,4 @@ pub use config::{
 pub use connection::MongoConnection;
 pub use document::{DocumentIndex, MongoDocumentStore};
 pub use retry::RetryPolicy;
+pub use stats::{MongoStatsStore, StatsOptions, StatsSample, StatsWindow};
