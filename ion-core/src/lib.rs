@@ -22,6 +22,9 @@ pub mod snapshot;
 pub mod stream;
 pub mod time;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -37,6 +37,11 @@ use crate::model::{AppSpec, InstanceState, RouteTable};
 use crate::name::{AppId, CollectionName, DocumentId, TenantId};
 use crate::time::Timestamp;
 
+/// The planning function a platform runs: [`plan`] unless replaced (simulations swap in broken
+/// planners to prove their invariant checks catch them).
+pub type PlanFn =
+    fn(&crate::control::planner::PlanInput<'_>, &PlannerConfig, &mut PlannerState) -> Plan;
+
 /// The collection desired apps are stored in.
 pub const APPS_COLLECTION: &str = "apps";
 
@@ -104,6 +109,7 @@ pub struct PlatformBuilder {
     retry: RetryPolicy,
     concurrency: Option<usize>,
     sweep: Option<Duration>,
+    plan_fn: Option<PlanFn>,
 }
 
 macro_rules! setter {
@@ -161,6 +167,11 @@ impl PlatformBuilder {
         self.concurrency = Some(n);
         self
     }
+    /// Replaces the planner (for mutation tests of invariant checkers; default [`plan`]).
+    pub fn plan_fn(mut self, f: PlanFn) -> Self {
+        self.plan_fn = Some(f);
+        self
+    }
     /// Period of the background sweep in [`Platform::run`] (default 10 s).
     pub fn sweep_interval(mut self, d: Duration) -> Self {
         self.sweep = Some(d);
@@ -200,6 +211,7 @@ impl PlatformBuilder {
                 retry: self.retry,
                 concurrency,
                 sweep: self.sweep.unwrap_or(Duration::from_secs(10)),
+                plan_fn: self.plan_fn.unwrap_or(plan),
                 state: Mutex::new(State {
                     desired: BTreeMap::new(),
                     rollouts: BTreeMap::new(),
@@ -255,6 +267,7 @@ struct Inner {
     retry: RetryPolicy,
     concurrency: usize,
     sweep: Duration,
+    plan_fn: PlanFn,
     state: Mutex<State>,
 }
 
@@ -798,7 +811,7 @@ impl Platform {
             quotas: &quotas,
             allow_terminations: state.fresh,
         };
-        let mut the_plan = plan(&input, &inner.planner_config, &mut state.planner);
+        let mut the_plan = (inner.plan_fn)(&input, &inner.planner_config, &mut state.planner);
 
         // Routes first, without the instances about to stop: they leave the load balancer before
         // they go. If the table cannot be applied, nothing is stopped this pass.
