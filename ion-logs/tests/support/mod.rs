@@ -71,6 +71,10 @@ pub fn spawn_clients(
                             if status >= 500 && log.watch_5xx.load(Ordering::Relaxed) {
                                 log.watched_5xx.fetch_add(1, Ordering::Relaxed);
                             }
+                            if status == 429 || status >= 500 {
+                                // Back off as Retry-After asks, roughly.
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                            }
                             if status == 200 {
                                 let v: serde_json::Value = resp.json().await.unwrap_or_default();
                                 assert_eq!(v["accepted"].as_u64(), Some(lines as u64));
