@@ -9,14 +9,15 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use ion_core::{Error, LiveGeneration, LoadBalancer, Result, RouteTable};
+use ion_core::{Error, LiveGeneration, LoadBalancer, Result, RouteTable, Sha256Digest};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::config::NginxConfig;
+use crate::dynamic::{self, ControlSecret};
 use crate::files::{io_error, swap_symlink, write_atomic};
 use crate::marker;
 use crate::process::{scratch_prefix, NginxProcess, BOOTSTRAP_FILE};
-use crate::render::{render, Rendered};
+use crate::render::{render_with, Rendered};
 
 /// Counters of what the balancer did, for tests, examples and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct ApplyStats {
     pub rollbacks: u64,
     /// Apply requests merged into another one's reload.
     pub coalesced: u64,
+    /// Upstream membership changes pushed without a reload (dynamic upstreams).
+    pub pushes: u64,
 }
 
 /// Drives one nginx master as a [`LoadBalancer`].
@@ -59,6 +62,7 @@ impl std::fmt::Debug for NginxLoadBalancer {
 
 struct Inner {
     config: NginxConfig,
+    secret: ControlSecret,
     process: StdMutex<Option<Arc<NginxProcess>>>,
     status: StdMutex<Status>,
     pending: StdMutex<Option<Pending>>,
@@ -81,6 +85,8 @@ struct Pending {
 
 struct Pipeline {
     live_hash: String,
+    live_membership: String,
+    live_membership_hash: String,
     live_file: PathBuf,
     bucket: TokenBucket,
 }
@@ -90,12 +96,8 @@ impl NginxLoadBalancer {
     pub async fn start(config: NginxConfig) -> Result<Self> {
         let process = NginxProcess::start(&config).await?;
         let hash = process.bootstrap_hash().to_string();
-        Ok(Self::with_process(
-            config.clone(),
-            process,
-            hash,
-            config.conf_dir().join(BOOTSTRAP_FILE),
-        ))
+        let live_file = config.conf_dir().join(BOOTSTRAP_FILE);
+        Self::with_process(config, process, hash, live_file)
     }
 
     /// Drives a master that is already running with `config`'s prefix.
@@ -104,7 +106,7 @@ impl NginxLoadBalancer {
         let hash = marker::read_marker(config.marker_listen, Duration::from_secs(2)).await?;
         let live_file = fs::read_link(config.conf_path())
             .map_err(|e| io_error("read the live configuration link", e))?;
-        Ok(Self::with_process(config, process, hash, live_file))
+        Self::with_process(config, process, hash, live_file)
     }
 
     fn with_process(
@@ -112,21 +114,25 @@ impl NginxLoadBalancer {
         process: NginxProcess,
         live_hash: String,
         live_file: PathBuf,
-    ) -> Self {
+    ) -> Result<Self> {
         let bucket = TokenBucket::new(config.reloads_per_sec, config.reload_burst);
-        Self {
+        let secret = ControlSecret::load_or_create(&config.secret_path())?;
+        Ok(Self {
             inner: Arc::new(Inner {
+                secret,
                 process: StdMutex::new(Some(Arc::new(process))),
                 status: StdMutex::new(Status::default()),
                 pending: StdMutex::new(None),
                 pipeline: Mutex::new(Pipeline {
                     live_hash,
+                    live_membership: String::new(),
+                    live_membership_hash: Sha256Digest::of(b"").to_string(),
                     live_file,
                     bucket,
                 }),
                 config,
             }),
-        }
+        })
     }
 
     /// The configuration.
@@ -256,11 +262,37 @@ impl NginxLoadBalancer {
             checksum: table.checksum(),
         };
         let hash = rendered.hash.to_string();
-        if hash == pipeline.live_hash {
+        let membership_changed = config.lua_modules_dir.is_some()
+            && rendered.membership_hash != pipeline.live_membership_hash;
+        if hash == pipeline.live_hash && !membership_changed {
             let mut status = self.inner.status.lock().expect("status lock");
             status.live = Some(live);
             status.stats.unchanged += 1;
             return Ok(live);
+        }
+        let previous_membership = (
+            pipeline.live_membership.clone(),
+            pipeline.live_membership_hash.clone(),
+        );
+        if membership_changed {
+            // Pushed before any reload, so a route the new configuration adds finds its peers.
+            if let Err(e) = self
+                .push(&rendered.membership, &rendered.membership_hash)
+                .await
+            {
+                let _ = self
+                    .push(&previous_membership.0, &previous_membership.1)
+                    .await;
+                return Err(e);
+            }
+            pipeline.live_membership = rendered.membership.clone();
+            pipeline.live_membership_hash = rendered.membership_hash.clone();
+            if hash == pipeline.live_hash {
+                let mut status = self.inner.status.lock().expect("status lock");
+                status.live = Some(live);
+                status.stats.pushes += 1;
+                return Ok(live);
+            }
         }
         let started = Instant::now();
         for cert in &rendered.certs {
@@ -305,6 +337,14 @@ impl NginxLoadBalancer {
                 let _ = fs::rename(&candidate, candidate.with_extension("rejected"));
                 swap_symlink(&config.conf_path(), &pipeline.live_file)?;
                 let restored = self.reload_and_confirm(&pipeline.live_hash).await;
+                if membership_changed {
+                    let (m, h) = previous_membership;
+                    if let Err(pe) = self.push(&m, &h).await {
+                        tracing::error!(error = %pe, "restoring the upstream membership failed");
+                    }
+                    pipeline.live_membership = m;
+                    pipeline.live_membership_hash = h;
+                }
                 self.inner
                     .status
                     .lock()
@@ -324,6 +364,17 @@ impl NginxLoadBalancer {
                 })
             }
         }
+    }
+
+    async fn push(&self, membership: &str, hash: &str) -> Result<()> {
+        let body = format!("{hash}\n{membership}");
+        dynamic::push(
+            self.inner.config.marker_listen,
+            &self.inner.secret,
+            &body,
+            hash,
+        )
+        .await
     }
 
     /// `nginx -t` against the scratch prefix: defence in depth, never the security boundary.
@@ -408,7 +459,12 @@ impl LoadBalancer for NginxLoadBalancer {
             return Ok(live);
         }
         // Render before queueing, so invalid input fails alone and touches nothing.
-        let rendered = render(table, &self.inner.config, SystemTime::now())?;
+        let rendered = render_with(
+            table,
+            &self.inner.config,
+            SystemTime::now(),
+            Some(&self.inner.secret),
+        )?;
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.inner.pending.lock().expect("pending lock");

@@ -55,6 +55,10 @@ pub struct NginxConfig {
     pub reloads_per_sec: f64,
     /// Token bucket size: reloads allowed back to back (default 4).
     pub reload_burst: u32,
+    /// Directory holding `ndk_http_module.so` and `ngx_http_lua_module.so`
+    /// (`ION_NGINX_LUA_MODULES_DIR`, e.g. `/usr/lib/nginx/modules`). When set, upstream
+    /// membership changes are pushed to nginx without a reload (see [`crate::dynamic`]).
+    pub lua_modules_dir: Option<PathBuf>,
 }
 
 impl NginxConfig {
@@ -83,6 +87,7 @@ impl NginxConfig {
             max_delay_ms: 1000,
             reloads_per_sec: 2.0,
             reload_burst: 4,
+            lua_modules_dir: None,
         })
     }
 
@@ -117,6 +122,9 @@ impl NginxConfig {
                 Error::invalid_config("ION_NGINX_WORKER_PROCESSES is not a number")
             })?);
         }
+        if let Some(d) = var("ION_NGINX_LUA_MODULES_DIR") {
+            b = b.lua_modules_dir(Some(d.into()));
+        }
         if let Some(u) = var("ION_NGINX_USER") {
             b = b.user(Some(u));
         }
@@ -141,6 +149,16 @@ impl NginxConfig {
     /// The master's pid file.
     pub fn pid_path(&self) -> PathBuf {
         self.prefix.join(PID_FILE)
+    }
+
+    /// The directory of ion's Lua files.
+    pub fn lua_dir(&self) -> PathBuf {
+        self.prefix.join("lua")
+    }
+
+    /// The control secret's file.
+    pub fn secret_path(&self) -> PathBuf {
+        self.conf_dir().join("control.secret")
     }
 
     /// The confirmation deadline.
@@ -184,6 +202,7 @@ impl NginxConfigBuilder {
     setter!(max_delay_ms, u64);
     setter!(reloads_per_sec, f64);
     setter!(reload_burst, u32);
+    setter!(lua_modules_dir, Option<PathBuf>);
 
     /// Checks every field.
     pub fn build(self) -> Result<NginxConfig> {
@@ -194,6 +213,14 @@ impl NginxConfigBuilder {
         }
         if !path_is_safe(&c.prefix) {
             return bad("prefix", "must be printable ascii without '$' or '..'");
+        }
+        if let Some(d) = &c.lua_modules_dir {
+            if !d.is_absolute() || !path_is_safe(d) {
+                return bad(
+                    "lua_modules_dir",
+                    "must be an absolute, printable ascii path",
+                );
+            }
         }
         if !c.marker_listen.ip().is_loopback() {
             return bad("marker_listen", "must be a loopback address");

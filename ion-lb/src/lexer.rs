@@ -250,6 +250,13 @@ pub const ALLOWED_DIRECTIVES: &[&str] = &[
     "allow",
     "deny",
     "user",
+    "load_module",
+    "lua_shared_dict",
+    "balancer_by_lua_file",
+    "content_by_lua_file",
+    "set",
+    "client_max_body_size",
+    "client_body_buffer_size",
 ];
 
 /// Parses `text` and proves it equals `model`, uses only [`ALLOWED_DIRECTIVES`], puts `$` only
@@ -342,9 +349,37 @@ fn check_semantics(p: &ParsedDirective, here: &str) -> Result<(), SelfCheckError
                 }
             }
         }
+        "load_module" => {
+            let ok = p.args.len() == 1
+                && p.args[0].starts_with('/')
+                && !p.args[0].split('/').any(|s| s == "..")
+                && (p.args[0].ends_with("/ndk_http_module.so")
+                    || p.args[0].ends_with("/ngx_http_lua_module.so"));
+            if !ok {
+                return fail("load_module may load only the lua module and its kit");
+            }
+        }
+        "balancer_by_lua_file" | "content_by_lua_file" => {
+            let ok = p.args.len() == 1
+                && p.args[0].starts_with('/')
+                && !p.args[0].split('/').any(|s| s == "..")
+                && (p.args[0].ends_with("/lua/balancer.lua")
+                    || p.args[0].ends_with("/lua/control.lua"));
+            if !ok {
+                return fail("lua may run only ion's own files");
+            }
+        }
+        "set" => {
+            if !matches!(
+                p.args.first().map(String::as_str),
+                Some("$ion_route" | "$ion_secret")
+            ) {
+                return fail("set may assign only ion's variables");
+            }
+        }
         "proxy_pass" => {
             for a in &p.args {
-                if !a.starts_with("http://u_") {
+                if !a.starts_with("http://u_") && a != "http://ion_dynamic" {
                     return fail("proxy_pass must target an ion upstream");
                 }
             }

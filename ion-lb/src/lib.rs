@@ -12,6 +12,7 @@
 pub mod balancer;
 pub mod config;
 pub mod directive;
+pub mod dynamic;
 pub mod fanout;
 pub mod files;
 pub mod lexer;

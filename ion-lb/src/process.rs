@@ -10,9 +10,10 @@ use ion_core::{Error, Result, RouteTable};
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 
 use crate::config::NginxConfig;
+use crate::dynamic::{write_lua_files, ControlSecret};
 use crate::files::{ensure_dir, io_error, swap_symlink, write_atomic};
 use crate::marker;
-use crate::render::{render, Rendered};
+use crate::render::{render_with, Rendered};
 
 /// A running nginx master.
 ///
@@ -34,7 +35,16 @@ impl NginxProcess {
     /// until its marker answers.
     pub async fn start(config: &NginxConfig) -> Result<Self> {
         prepare_prefix(config)?;
-        let rendered = render(&RouteTable::empty(), config, SystemTime::now())?;
+        let secret = ControlSecret::load_or_create(&config.secret_path())?;
+        if config.lua_modules_dir.is_some() {
+            write_lua_files(&config.lua_dir())?;
+        }
+        let rendered = render_with(
+            &RouteTable::empty(),
+            config,
+            SystemTime::now(),
+            Some(&secret),
+        )?;
         let bootstrap = config.conf_dir().join(BOOTSTRAP_FILE);
         write_atomic(&bootstrap, rendered.text.as_bytes(), 0o600)?;
         swap_symlink(&config.conf_path(), &bootstrap)?;

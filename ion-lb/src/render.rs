@@ -13,6 +13,7 @@ use ion_core::{Error, Result, Route, RouteTable, Sha256Digest};
 
 use crate::config::{NginxConfig, PID_FILE};
 use crate::directive::{consts, write, Arg, Directive, Value};
+use crate::dynamic::{ControlSecret, CONTROL_PATH};
 use crate::lexer::self_check;
 use crate::tls;
 
@@ -55,6 +56,10 @@ pub struct Rendered {
     pub tree: Vec<Directive>,
     /// Certificates the configuration names.
     pub certs: Vec<CertFiles>,
+    /// With dynamic upstreams: the membership to push (`<route key> <addr>,<addr>` lines).
+    pub membership: String,
+    /// With dynamic upstreams: the hash of [`Rendered::membership`].
+    pub membership_hash: String,
 }
 
 impl Rendered {
@@ -102,8 +107,28 @@ fn listen(addr: std::net::SocketAddr) -> Result<Arg> {
     value(addr.to_string())
 }
 
-/// Renders `table` for `config`, checking TLS material at time `now`.
+/// Renders `table` for `config`, checking TLS material at time `now` (static upstreams only).
 pub fn render(table: &RouteTable, config: &NginxConfig, now: SystemTime) -> Result<Rendered> {
+    render_with(table, config, now, None)
+}
+
+/// Renders `table`; `secret` guards the control location when `config` has dynamic upstreams.
+pub fn render_with(
+    table: &RouteTable,
+    config: &NginxConfig,
+    now: SystemTime,
+    secret: Option<&ControlSecret>,
+) -> Result<Rendered> {
+    let dynamic = match (&config.lua_modules_dir, secret) {
+        (None, _) => None,
+        (Some(dir), Some(secret)) => Some((dir, secret)),
+        (Some(_), None) => {
+            return Err(Error::invalid_config(
+                "lua_modules_dir: dynamic upstreams need a control secret",
+            ))
+        }
+    };
+    let mut membership = String::new();
     let mut certs = Vec::new();
     let mut http = Vec::new();
     let https = config.https_listen;
@@ -118,6 +143,23 @@ pub fn render(table: &RouteTable, config: &NginxConfig, now: SystemTime) -> Resu
     let names: usize = table.routes().iter().map(|r| r.hostnames.len()).sum();
 
     http.push(Directive::new("access_log", consts(&["off"])));
+    if dynamic.is_some() {
+        http.push(Directive::new(
+            "lua_shared_dict",
+            consts(&["ion_backends", "16m"]),
+        ));
+        let lua = config.lua_dir().join("balancer.lua");
+        http.push(Directive::block(
+            "upstream",
+            consts(&["ion_dynamic"]),
+            vec![
+                // A placeholder peer: balancer_by_lua picks the real one per request.
+                Directive::new("server", consts(&["0.0.0.1:1"])),
+                Directive::new("balancer_by_lua_file", vec![path_value(&lua)?]),
+                Directive::new("keepalive", vec![num(config.upstream_keepalive.into())]),
+            ],
+        ));
+    }
     for (name, dir) in [
         ("client_body_temp_path", "tmp/body"),
         ("proxy_temp_path", "tmp/proxy"),
@@ -205,7 +247,10 @@ pub fn render(table: &RouteTable, config: &NginxConfig, now: SystemTime) -> Resu
 
     for route in table.routes() {
         let upstream = upstream_name(route);
-        if !route.backends.is_empty() {
+        if dynamic.is_some() && !route.backends.is_empty() {
+            let addrs: Vec<String> = route.backends.iter().map(|b| b.addr.to_string()).collect();
+            membership.push_str(&format!("{} {}\n", route_key(route), addrs.join(",")));
+        } else if !route.backends.is_empty() {
             let mut servers = Vec::new();
             for b in &route.backends {
                 servers.push(Directive::new(
@@ -270,15 +315,34 @@ pub fn render(table: &RouteTable, config: &NginxConfig, now: SystemTime) -> Resu
         }
         server.push(Directive::new("server_name", names));
         let body = if route.backends.is_empty() {
-            Directive::new("return", consts(&["503"]))
+            vec![Directive::new("return", consts(&["503"]))]
+        } else if dynamic.is_some() {
+            vec![
+                Directive::new(
+                    "set",
+                    vec![Arg::Const("$ion_route"), value(route_key(route))?],
+                ),
+                Directive::new("proxy_pass", consts(&["http://ion_dynamic"])),
+            ]
         } else {
-            Directive::new("proxy_pass", vec![value(format!("http://{upstream}"))?])
+            vec![Directive::new(
+                "proxy_pass",
+                vec![value(format!("http://{upstream}"))?],
+            )]
         };
-        server.push(Directive::block("location", consts(&["/"]), vec![body]));
+        server.push(Directive::block("location", consts(&["/"]), body));
         http.push(Directive::block("server", vec![], server));
     }
 
     let mut main = Vec::new();
+    if let Some((dir, _)) = dynamic {
+        for module in ["ndk_http_module.so", "ngx_http_lua_module.so"] {
+            main.push(Directive::new(
+                "load_module",
+                vec![path_value(&dir.join(module))?],
+            ));
+        }
+    }
     if let Some(user) = &config.user {
         main.push(Directive::new("user", vec![value(user.as_str())?]));
     }
@@ -311,6 +375,28 @@ pub fn render(table: &RouteTable, config: &NginxConfig, now: SystemTime) -> Resu
     let hash =
         Sha256Digest::of(format!("{unmarked_text}\nmarker {}", config.marker_listen).as_bytes());
 
+    let mut control = Vec::new();
+    if let Some((_, secret)) = dynamic {
+        control.push(Directive::block(
+            "location",
+            vec![Arg::Const("="), Arg::Const(CONTROL_PATH)],
+            vec![
+                Directive::new("allow", consts(&["127.0.0.1"])),
+                Directive::new("allow", consts(&["::1"])),
+                Directive::new("deny", consts(&["all"])),
+                Directive::new("client_max_body_size", consts(&["16m"])),
+                Directive::new("client_body_buffer_size", consts(&["16m"])),
+                Directive::new(
+                    "set",
+                    vec![Arg::Const("$ion_secret"), value(secret.expose())?],
+                ),
+                Directive::new(
+                    "content_by_lua_file",
+                    vec![path_value(&config.lua_dir().join("control.lua"))?],
+                ),
+            ],
+        ));
+    }
     http.push(Directive::block(
         "server",
         vec![],
@@ -335,16 +421,22 @@ pub fn render(table: &RouteTable, config: &NginxConfig, now: SystemTime) -> Resu
                 consts(&["/"]),
                 vec![Directive::new("return", consts(&["404"]))],
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(control)
+        .collect(),
     ));
     main.push(Directive::block("http", vec![], http));
     let text = write(&main).map_err(|e| Error::unexpected(e.to_string()))?;
     self_check(&main, &text).map_err(|e| Error::unexpected(e.to_string()))?;
+    let membership_hash = Sha256Digest::of(membership.as_bytes()).to_string();
     Ok(Rendered {
         text,
         hash,
         tree: main,
         certs,
+        membership,
+        membership_hash,
     })
 }
 
