@@ -477,12 +477,16 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
     let mut tenant_used: FastMap<&TenantId, u32> = FastMap::default();
     let mut in_flight = 0u32;
     let mut gone_now: FastSet<&InstanceId> = FastSet::default();
+    // Active instances per desired app; summed per tenant once per app, not once per instance.
+    let mut active_of: Vec<u32> = vec![0; n];
     for o in input.observed {
         let inst = &o.instance;
+        let active = inst.state.is_active();
         match app_ix.get(&(&inst.tenant, &inst.app)) {
             Some(&b) => {
                 bucket_of.push(b);
                 offsets[b as usize + 1] += 1;
+                active_of[b as usize] += u32::from(active);
             }
             None => {
                 bucket_of.push(u32::MAX);
@@ -490,10 +494,12 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
                     .entry((&inst.tenant, &inst.app))
                     .or_default()
                     .push(inst);
+                if active {
+                    *tenant_used.entry(&inst.tenant).or_default() += 1;
+                }
             }
         }
-        if inst.state.is_active() {
-            *tenant_used.entry(&inst.tenant).or_default() += 1;
+        if active {
             if inst.state == InstanceState::Pending {
                 in_flight += 1;
             }
@@ -507,6 +513,11 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
 
     for b in 0..n {
         offsets[b + 1] += offsets[b];
+        if active_of[b] > 0 {
+            *tenant_used
+                .entry(&input.desired[b].spec.tenant)
+                .or_default() += active_of[b];
+        }
     }
     let mut flat: Vec<&Observed> = Vec::new();
     if let Some(first) = input.observed.first() {

@@ -141,15 +141,20 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// A log writing to `audit_events` in `docs`. `run` distinguishes ids of separate control
-    /// plane runs (e.g. the start time in milliseconds).
+    /// A log writing to `audit_events` in `docs`. Ids are `<run>-<random>-<seq>`: `run` (e.g.
+    /// the start time in milliseconds) sorts runs, the random part keeps two control planes
+    /// started in the same millisecond from overwriting each other.
     pub fn new(docs: Arc<dyn DocumentStore>, run: u64) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(run);
+        let salt = h.finish() as u32;
         Self {
             docs,
             collection: CollectionName::parse(AUDIT_COLLECTION).expect("valid collection name"),
             outbox: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),
-            run: format!("{run:013}"),
+            run: format!("{run:013}-{salt:08x}"),
         }
     }
 
