@@ -177,7 +177,12 @@ fn certificate(host: &str) -> TlsCertificate {
 /// The table after `change` changes: route 0 (the one under load) keeps two instances and
 /// gains or loses up to four more; other routes rotate their instances; change 30 adds a
 /// hostname, change 60 a TLS route.
-fn table(change: u64, base: &[SocketAddr], extra: &[SocketAddr]) -> RouteTable {
+fn table(
+    change: u64,
+    base: &[SocketAddr],
+    extra: &[SocketAddr],
+    cert: &TlsCertificate,
+) -> RouteTable {
     let mut routes = Vec::new();
     let mut hosts0 = vec![HOST.to_string()];
     if change >= 30 {
@@ -205,7 +210,7 @@ fn table(change: u64, base: &[SocketAddr], extra: &[SocketAddr]) -> RouteTable {
             "secure",
             &["secure.example.com".to_string()],
             &base[..2],
-            Some(certificate("secure.example.com")),
+            Some(cert.clone()),
         ));
     }
     RouteTable::new(change + 1, routes).unwrap()
@@ -245,11 +250,14 @@ async fn main() {
     for _ in 0..4 {
         base.push(backend().await);
     }
+    // One certificate for the TLS route: re-issuing it on every change would make every change
+    // a certificate change (a reload).
+    let cert = certificate("secure.example.com");
     let mut extra = Vec::new();
     for _ in 0..4 {
         extra.push(backend().await);
     }
-    lb.apply(&table(0, &base, &extra))
+    lb.apply(&table(0, &base, &extra, &cert))
         .await
         .expect("first table");
     let start_reloads = lb.stats().reloads;
@@ -270,7 +278,7 @@ async fn main() {
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     for change in 1..=CHANGES {
         ticker.tick().await;
-        let t = table(change, &base, &extra);
+        let t = table(change, &base, &extra, &cert);
         let started = Instant::now();
         if let Err(e) = lb.apply(&t).await {
             eprintln!("apply {change} failed: {e}");

@@ -141,6 +141,33 @@ proptest! {
     }
 
     #[test]
+    fn dynamic_upstream_tables_render_membership_and_pass_the_self_check(routes in routes()) {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = ion_lb::dynamic::ControlSecret::load_or_create(&dir.path().join("s")).unwrap();
+        let config = NginxConfig::builder("/usr/sbin/nginx", "/var/lib/ion-lb")
+            .lua_modules_dir(Some("/usr/lib/nginx/modules".into()))
+            .build()
+            .unwrap();
+        let table = RouteTable::new(1, routes).unwrap();
+        let r = ion_lb::render::render_with(&table, &config, SystemTime::now(), Some(&secret)).unwrap();
+        let lines = r.membership.lines().count();
+        prop_assert_eq!(lines, table.routes().iter().filter(|r| !r.backends.is_empty()).count());
+        for route in table.routes() {
+            for b in &route.backends {
+                prop_assert!(r.membership.contains(&b.addr.to_string()));
+            }
+        }
+        // Membership is not configuration: other backends, same configuration hash.
+        let moved: Vec<Route> = table.routes().iter().cloned().map(|mut route| {
+            for b in &mut route.backends { b.addr.set_ip([127, 0, 0, 2].into()); }
+            route
+        }).collect();
+        let moved = RouteTable::new(2, moved).unwrap();
+        let r2 = ion_lb::render::render_with(&moved, &config, SystemTime::now(), Some(&secret)).unwrap();
+        prop_assert_eq!(r.hash, r2.hash);
+    }
+
+    #[test]
     fn any_printable_value_reads_back_verbatim(s in "[ -~]{1,64}") {
         match Value::new(s.clone()) {
             Ok(v) => {
