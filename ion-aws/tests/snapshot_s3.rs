@@ -169,7 +169,7 @@ async fn snapshot_scheduler_round_trips_through_s3() {
         .into_iter()
         .map(|m| m.id)
         .collect();
-    assert_eq!(left, [second.id.clone()]);
+    assert_eq!(left, [second.id]);
     let first_prefix = BlobPrefix::parse(&format!("{prefix}/{}/", first.id)).unwrap();
     assert!(store.list_all(&first_prefix).await.unwrap().is_empty());
     assert!(scheduler
