@@ -847,12 +847,9 @@ fn plan_app<'a>(
     // ---- launches ----
     let want = replicas.saturating_sub(cur_active);
     let room = max_total.saturating_sub(total_active);
+    // Placement spreads the desired version on its own: old instances are about to go, so
+    // counting them would leave the new version lopsided once they do.
     let mut zone_counts = counts(&cur);
-    if !old.is_empty() {
-        for (z, n) in counts(&old).into_iter().enumerate() {
-            zone_counts[z] += n;
-        }
-    }
     let mut to_launch: Vec<(u32, LaunchReason)> = Vec::new();
     let mut deferred: Vec<(DeferReason, u32)> = Vec::new();
     if want > 0 {
