@@ -1,7 +1,7 @@
 //! local_platform: the control plane over real local processes and a real nginx, on one machine.
 //!
-//! `Platform` + `LocalProcessCompute` (instances are this very binary re-run as a tiny HTTP app)
-//! + `NginxLoadBalancer` (a dedicated nginx master, `ION_NGINX_BIN` or `nginx` on PATH). Deploys
+//! `Platform`, `LocalProcessCompute` (instances are this very binary re-run as a tiny HTTP app)
+//! and `NginxLoadBalancer` (a dedicated nginx master, `ION_NGINX_BIN` or `nginx` on PATH). Deploys
 //! an app with two replicas, sends traffic through nginx by Host header, kills one instance and
 //! keeps sending while the platform relaunches it and updates the route table.
 

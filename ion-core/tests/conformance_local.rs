@@ -16,7 +16,10 @@ fn sleeper(_: &ArtifactRef) -> ion_core::Result<LocalProgram> {
 ion_core::compute_conformance!(local_processes, async {
     Some(
         LocalProcessCompute::new(
-            vec![Zone::parse("local-a").unwrap(), Zone::parse("local-b").unwrap()],
+            vec![
+                Zone::parse("local-a").unwrap(),
+                Zone::parse("local-b").unwrap(),
+            ],
             sleeper,
         )
         .unwrap(),

@@ -369,13 +369,13 @@ fn check_semantics(p: &ParsedDirective, here: &str) -> Result<(), SelfCheckError
                 return fail("lua may run only ion's own files");
             }
         }
-        "set" => {
+        "set"
             if !matches!(
                 p.args.first().map(String::as_str),
                 Some("$ion_route" | "$ion_secret")
-            ) {
-                return fail("set may assign only ion's variables");
-            }
+            ) =>
+        {
+            return fail("set may assign only ion's variables");
         }
         "proxy_pass" => {
             for a in &p.args {
