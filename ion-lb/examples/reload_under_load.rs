@@ -1,7 +1,8 @@
 //! Benchmark: 64 keep-alive clients through real nginx while 100 route-table changes are applied
 //! at 2 per second (mostly instances added and removed, plus a hostname and a TLS route).
 //!
-//! Needs `ION_NGINX_BIN` (or `nginx` at /usr/sbin/nginx). Prints as its last line
+//! Needs `ION_NGINX_BIN` (or `nginx` at /usr/sbin/nginx). Flags: `--static` (no lua: every change
+//! reloads), `--no-nginx-t` (skip the defence-in-depth check). Prints as its last line
 //! `RESULT reload_under_load requests=<n> failed=<n> failed_strict=<n> reloads=<n> apply_p50_ms=<ms> apply_p99_ms=<ms>`.
 //! `failed` counts non-2xx answers and errors a client sees after retrying once, and only when a
 //! reused keep-alive connection closed before any response byte (what RFC 9110 allows);
@@ -234,8 +235,16 @@ async fn main() {
         "reload-every-change"
     };
     let dir = tempfile::tempdir().unwrap();
+    // Workers run unprivileged and must traverse to the prefix's temp and lua directories.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let config = NginxConfig::builder(bin, dir.path().join("nginx"))
         .lua_modules_dir(lua)
+        // `--no-nginx-t` measures the cost of the defence-in-depth `nginx -t` on each reload.
+        .check_with_nginx_t(!std::env::args().any(|a| a == "--no-nginx-t"))
         .http_listen(free_addr())
         .https_listen(Some(free_addr()))
         .marker_listen(free_addr())
@@ -297,7 +306,8 @@ async fn main() {
     };
     let stats = lb.stats();
     println!(
-        "mode={mode} routes={} clients={CLIENTS} changes={CHANGES} pushes={} rollbacks={} coalesced={}",
+        "mode={mode} nginx_t={} routes={} clients={CLIENTS} changes={CHANGES} pushes={} rollbacks={} coalesced={}",
+        config.check_with_nginx_t,
         ROUTES + 1,
         stats.pushes,
         stats.rollbacks,

@@ -51,6 +51,12 @@ impl TestNginx {
         edit: impl FnOnce(NginxConfigBuilder) -> NginxConfigBuilder,
     ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Workers run unprivileged and must traverse to the prefix's temp and lua directories.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod temp dir");
         let config = edit(builder(&dir, what)?).build().expect("test config");
         let lb = NginxLoadBalancer::start(config)
             .await
