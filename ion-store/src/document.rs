@@ -75,7 +75,7 @@ impl DocumentIndex {
 /// retried write that lost its acknowledgment is resolved.
 #[derive(Clone, Debug)]
 pub struct MongoDocumentStore {
-    conn: MongoConnection,
+    pub(crate) conn: MongoConnection,
     /// Per-document write serialization for servers without atomic conditional updates.
     stripes: Option<Arc<WriteStripes>>,
 }
@@ -145,7 +145,7 @@ impl MongoDocumentStore {
         }
     }
 
-    fn collection(&self, name: &CollectionName) -> Collection<BsonDocument> {
+    pub(crate) fn collection(&self, name: &CollectionName) -> Collection<BsonDocument> {
         self.conn.database().collection(name.as_str())
     }
 
@@ -221,7 +221,7 @@ fn to_i64(rev: Revision) -> Option<i64> {
     i64::try_from(rev.0).ok()
 }
 
-fn to_document(d: &BsonDocument) -> Result<Document> {
+pub(crate) fn to_document(d: &BsonDocument) -> Result<Document> {
     let id = d
         .get_str(ID)
         .map_err(|_| Error::unexpected("stored document has no string _id"))?;

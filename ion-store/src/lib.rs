@@ -32,6 +32,7 @@ mod connection;
 mod document;
 mod error;
 mod retry;
+mod snapshot;
 mod stats;
 
 pub use artifact::{GridFsArtifactStore, GridFsOptions, SweepReport};
@@ -41,4 +42,5 @@ pub use config::{
 pub use connection::MongoConnection;
 pub use document::{DocumentIndex, MongoDocumentStore};
 pub use retry::RetryPolicy;
+pub use snapshot::ImportReport;
 pub use stats::{MongoStatsStore, StatsOptions, StatsSample, StatsWindow};
