@@ -172,4 +172,5 @@ async fn a_write_whose_reply_is_lost_is_resolved_by_reading_back() {
         .unwrap_err();
     assert_eq!(e.kind(), ion_core::ErrorKind::Conflict, "{e:?}");
     store.delete(&c, &id).await.unwrap();
+    common::drop_collection(WHAT, c.as_str()).await;
 }

@@ -336,4 +336,5 @@ async fn operator_injection_never_reaches_the_driver_as_an_operator() {
             .await
             .unwrap();
     }
+    common::drop_collection(WHAT, c.as_str()).await;
 }

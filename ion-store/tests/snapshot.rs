@@ -98,5 +98,6 @@ async fn an_export_imports_into_an_identical_collection() {
         for d in store.find_all(c, &DocQuery::default()).await.unwrap() {
             store.delete(c, &d.id).await.unwrap();
         }
+        common::drop_collection(WHAT, c.as_str()).await;
     }
 }

@@ -83,3 +83,11 @@ pub async fn raw_database(what: &str) -> Option<mongodb::Database> {
     let client = mongodb::Client::with_options(options).expect("client");
     Some(client.database(DATABASE))
 }
+
+/// Drops a collection a test created (the stores have no drop: tenants never drop collections),
+/// so repeated runs do not pile up empty tables on the shared server.
+pub async fn drop_collection(what: &str, name: &str) {
+    if let Some(db) = raw_database(what).await {
+        let _ = db.collection::<mongodb::bson::Document>(name).drop().await;
+    }
+}
