@@ -10,7 +10,7 @@ use ion_core::model::Sha256Hasher;
 use ion_core::stream::verified;
 use ion_core::{
     AppId, ArtifactId, ArtifactInfo, ArtifactMeta, ArtifactRef, ArtifactStore, ByteStream, Error,
-    Result, Sha256Digest, TenantId, Timestamp, Version,
+    ErrorKind, Result, Sha256Digest, TenantId, Timestamp, Version,
 };
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::gridfs::GridFsBucket;
@@ -120,7 +120,8 @@ impl GridFsArtifactStore {
         ];
         for (coll, keys, opts) in indexes {
             let model = IndexModel::builder().keys(keys).options(opts).build();
-            self.conn
+            let created = self
+                .conn
                 .retry()
                 .run("create_index", |_| async {
                     coll.create_index(model.clone())
@@ -128,7 +129,16 @@ impl GridFsArtifactStore {
                         .map(|_| ())
                         .map_err(map_error)
                 })
-                .await?;
+                .await;
+            match created {
+                Ok(()) => {}
+                // A bucket first written by the plain driver has `files_id_1_n_1` without
+                // `unique`; it still serves every lookup, so keep it rather than fail to start.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    tracing::warn!(collection = coll.name(), error = %e, "gridfs index exists with other options; keeping it");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

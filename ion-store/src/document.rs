@@ -118,12 +118,21 @@ impl MongoDocumentStore {
             return Err(Error::invalid_input("an index needs at least one field"));
         }
         let coll = self.collection(&index.collection);
+        let keys = index.keys();
         let model = IndexModel::builder()
-            .keys(index.keys())
+            .keys(keys.clone())
             .options(IndexOptions::builder().unique(index.unique).build())
             .build();
-        self.conn
-            .retry()
+        let conflict = |why: &str| {
+            // The declared index differs from the one the collection has (e.g. unique versus
+            // not): a deployment mismatch to fix, not something to paper over.
+            Error::invalid_config(format!(
+                "index {keys} on {} conflicts with an existing index: {why}",
+                index.collection
+            ))
+        };
+        let retry = self.conn.retry();
+        retry
             .run("create_index", |_| async {
                 coll.create_index(model.clone())
                     .await
@@ -131,6 +140,37 @@ impl MongoDocumentStore {
                     .map_err(map_error)
             })
             .await
+            .map_err(|e| {
+                if e.kind() == ion_core::ErrorKind::AlreadyExists {
+                    conflict(e.message())
+                } else {
+                    e
+                }
+            })?;
+        // MongoDB refuses a conflicting index (IndexOptionsConflict); FerretDB 1.24 answers "ok"
+        // and keeps the old one. Read back what exists so a unique index is really unique.
+        let existing: Vec<IndexModel> = retry
+            .run("list_indexes", |_| async {
+                coll.list_indexes()
+                    .await
+                    .map_err(map_error)?
+                    .try_collect()
+                    .await
+                    .map_err(map_error)
+            })
+            .await?;
+        let unique = existing
+            .iter()
+            .find(|m| m.keys == keys)
+            .map(|m| m.options.as_ref().and_then(|o| o.unique).unwrap_or(false));
+        match unique {
+            Some(u) if u == index.unique => Ok(()),
+            Some(_) => Err(conflict("it differs in uniqueness")),
+            None => Err(Error::unexpected(format!(
+                "index {keys} on {} is missing right after it was created",
+                index.collection
+            ))),
+        }
     }
 
     /// Holds the document's write lock when the server cannot guard writes by itself.

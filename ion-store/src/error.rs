@@ -31,6 +31,9 @@ const UNAVAILABLE_CODES: &[i32] = &[
 ];
 
 const DUPLICATE_KEY_CODES: &[i32] = &[11000, 11001, 12582];
+/// IndexOptionsConflict, IndexKeySpecsConflict: an index of that name or keys already exists
+/// with other options.
+const INDEX_CONFLICT_CODES: &[i32] = &[85, 86];
 const RATE_LIMITED_CODES: &[i32] = &[16500, 462];
 const PERMISSION_CODES: &[i32] = &[11, 13, 18, 33];
 const INVALID_INPUT_CODES: &[i32] = &[2, 9, 10, 14, 17, 52, 56, 57, 10334, 17419];
@@ -126,7 +129,7 @@ pub(crate) fn map_error(e: DriverError) -> Error {
 /// Maps a server error code, whether it came as a command error or a write error.
 fn by_code(code: i32, name: &str, message: &str) -> Error {
     let text = format!("mongodb error {code} ({name}): {message}");
-    if DUPLICATE_KEY_CODES.contains(&code) {
+    if DUPLICATE_KEY_CODES.contains(&code) || INDEX_CONFLICT_CODES.contains(&code) {
         Error::already_exists(text)
     } else if UNAVAILABLE_CODES.contains(&code) {
         Error::unavailable(text)
@@ -214,6 +217,10 @@ mod tests {
         );
         assert_eq!(
             kind_and_transient(command(11000, "DuplicateKey")),
+            (ErrorKind::AlreadyExists, false)
+        );
+        assert_eq!(
+            kind_and_transient(command(85, "IndexOptionsConflict")),
             (ErrorKind::AlreadyExists, false)
         );
     }

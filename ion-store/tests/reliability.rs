@@ -338,3 +338,68 @@ async fn operator_injection_never_reaches_the_driver_as_an_operator() {
     }
     common::drop_collection(WHAT, c.as_str()).await;
 }
+
+#[tokio::test]
+async fn a_bucket_first_written_by_the_plain_driver_is_adopted() {
+    const WHAT: &str = "adopting a driver-made bucket";
+    let Some(conn) = common::connect(WHAT).await else {
+        return;
+    };
+    let db = common::raw_database(WHAT)
+        .await
+        .expect("peer is configured");
+    let bucket = ion_core::testkit::unique_name("b").replace('-', "_");
+    // What the mongodb driver creates on a bucket's first upload: the chunk index, not unique.
+    db.collection::<Document>(&format!("{bucket}.chunks"))
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "files_id": 1, "n": 1 })
+                .build(),
+        )
+        .await
+        .expect("driver-style index");
+    let store = ion_store::GridFsArtifactStore::new(
+        conn.clone(),
+        ion_store::GridFsOptions {
+            bucket: bucket.clone(),
+            ..ion_store::GridFsOptions::default()
+        },
+    )
+    .await
+    .expect("an existing non-unique chunk index must not stop the store");
+    let t = tenant();
+    let r = store
+        .upload_bytes(&meta(&t, "web", 1), Bytes::from_static(b"adopted"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.download_bytes(&r, 100).await.unwrap(),
+        Bytes::from_static(b"adopted")
+    );
+    store.delete(&r.id).await.unwrap();
+
+    // A declared document index that contradicts the existing one is a configuration error.
+    let c =
+        CollectionName::parse(&ion_core::testkit::unique_name("idx").replace('-', "_")).unwrap();
+    let path = FieldPath::parse("owner").unwrap();
+    ion_store::MongoDocumentStore::new(
+        conn.clone(),
+        &[ion_store::DocumentIndex::new(c.clone(), vec![path.clone()])],
+    )
+    .await
+    .expect("plain index");
+    let e = ion_store::MongoDocumentStore::new(
+        conn,
+        &[ion_store::DocumentIndex::new(c.clone(), vec![path]).unique()],
+    )
+    .await
+    .expect_err("unique over an existing non-unique index");
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e:?}");
+    for name in [
+        format!("{bucket}.chunks"),
+        format!("{bucket}.files"),
+        c.to_string(),
+    ] {
+        common::drop_collection(WHAT, &name).await;
+    }
+}
