@@ -466,11 +466,53 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
     // Bucket instances by desired app with a counting sort into one flat vector (no per-app
     // allocation); instances of apps no longer desired go to `by_orphan`.
     let n = input.desired.len();
-    let mut app_ix: FastMap<(&TenantId, &AppId), u32> = FastMap::default();
+    // App lookup per instance is the planner's hottest path. The table maps a 64-bit hash of
+    // (tenant, app) to the first desired app with it (16-byte entries: 100k apps fit in L2), and
+    // the names it is verified against sit in one compact buffer instead of being spread over the
+    // desired specs. Apps whose hashes collide are chained through `same_hash`.
+    let name_hash = |t: &str, a: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut h = FxHasher::default();
+        t.hash(&mut h);
+        a.hash(&mut h);
+        h.finish()
+    };
+    let mut names = String::with_capacity(
+        input
+            .desired
+            .iter()
+            .map(|d| d.spec.tenant.as_str().len() + d.spec.app.as_str().len())
+            .sum(),
+    );
+    let mut spans: Vec<(u32, u32, u32)> = Vec::with_capacity(n);
+    let mut same_hash: Vec<u32> = vec![u32::MAX; n];
+    let mut app_ix: FastMap<u64, u32> = FastMap::default();
     app_ix.reserve(n);
     for (i, d) in input.desired.iter().enumerate() {
-        app_ix.insert((&d.spec.tenant, &d.spec.app), i as u32);
+        let start = names.len() as u32;
+        names.push_str(d.spec.tenant.as_str());
+        let mid = names.len() as u32;
+        names.push_str(d.spec.app.as_str());
+        spans.push((start, mid, names.len() as u32));
+        let h = name_hash(d.spec.tenant.as_str(), d.spec.app.as_str());
+        if let Some(prev) = app_ix.insert(h, i as u32) {
+            same_hash[i] = prev;
+        }
     }
+    let find_app = |t: &str, a: &str| -> Option<u32> {
+        let mut ix = *app_ix.get(&name_hash(t, a))?;
+        loop {
+            let (start, mid, end) = spans[ix as usize];
+            if &names[start as usize..mid as usize] == t && &names[mid as usize..end as usize] == a
+            {
+                return Some(ix);
+            }
+            ix = same_hash[ix as usize];
+            if ix == u32::MAX {
+                return None;
+            }
+        }
+    };
     let mut bucket_of: Vec<u32> = Vec::with_capacity(input.observed.len());
     let mut offsets: Vec<u32> = vec![0; n + 1];
     let mut by_orphan: BTreeMap<(&TenantId, &AppId), Vec<&Instance>> = BTreeMap::new();
@@ -482,8 +524,8 @@ pub fn plan(input: &PlanInput<'_>, config: &PlannerConfig, state: &mut PlannerSt
     for o in input.observed {
         let inst = &o.instance;
         let active = inst.state.is_active();
-        match app_ix.get(&(&inst.tenant, &inst.app)) {
-            Some(&b) => {
+        match find_app(inst.tenant.as_str(), inst.app.as_str()) {
+            Some(b) => {
                 bucket_of.push(b);
                 offsets[b as usize + 1] += 1;
                 active_of[b as usize] += u32::from(active);
