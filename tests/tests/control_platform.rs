@@ -325,3 +325,35 @@ async fn a_refused_route_table_is_retried_and_holds_back_stops() {
     let host = Hostname::parse("web.acme.example").unwrap();
     assert_eq!(f.lb.backends_for(&host).unwrap().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn run_converges_in_the_background_and_stops_on_shutdown() {
+    let f = fixture();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let platform = f.platform.clone();
+    let runner = tokio::spawn(async move {
+        platform
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    f.platform.deploy(spec("acme", "web", 1, 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (t, a) = (
+        TenantId::parse("acme").unwrap(),
+        AppId::parse("web").unwrap(),
+    );
+    assert_eq!(f.platform.active_instances(&t, &a).await.unwrap(), 3);
+    // A crash is repaired by the periodic sweep, with no call from the caller.
+    let first = f
+        .compute
+        .describe(&InstanceFilter::default())
+        .await
+        .unwrap();
+    f.compute.crash(&first[0].id).unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(f.platform.active_instances(&t, &a).await.unwrap(), 3);
+    stop.send(()).unwrap();
+    runner.await.unwrap();
+}

@@ -312,7 +312,7 @@ impl HealthTracker {
 /// Probes every running instance of a desired app and returns the status map the planner and
 /// router read. Pending instances are `Starting` without a probe.
 pub async fn probe_all(
-    probe: &dyn HealthProbe,
+    probe: &Arc<dyn HealthProbe>,
     tracker: &mut HealthTracker,
     observed: &[Instance],
     specs: &HashMap<(crate::name::TenantId, crate::name::AppId), AppSpec>,
@@ -320,24 +320,28 @@ pub async fn probe_all(
     concurrency: usize,
 ) -> HashMap<InstanceId, HealthStatus> {
     use futures::stream::{self, StreamExt};
-    let targets: Vec<(&Instance, &AppSpec)> = observed
+    // Owned futures (no borrowing closure inside the stream) keep the caller's future `Send`.
+    let probes: Vec<_> = observed
         .iter()
         .filter(|i| i.state == InstanceState::Running)
         .filter_map(|i| {
-            specs
-                .get(&(i.tenant.clone(), i.app.clone()))
-                .map(|s| (i, s))
+            let spec = specs.get(&(i.tenant.clone(), i.app.clone()))?.clone();
+            let instance = i.clone();
+            let probe = probe.clone();
+            Some(async move {
+                let r = probe.probe(&instance, &spec).await;
+                (instance, r)
+            })
         })
         .collect();
-    let results: Vec<(&Instance, ProbeResult)> = stream::iter(targets)
-        .map(|(i, s)| async move { (i, probe.probe(i, s).await) })
+    let results: Vec<(Instance, ProbeResult)> = stream::iter(probes)
         .buffered(concurrency.max(1))
         .collect()
         .await;
     tracker.retain_active(observed);
     let mut out = HashMap::with_capacity(results.len());
     for (instance, result) in results {
-        out.insert(instance.id.clone(), tracker.observe(instance, result, now));
+        out.insert(instance.id.clone(), tracker.observe(&instance, result, now));
     }
     for i in observed {
         if i.state == InstanceState::Pending {

@@ -748,7 +748,7 @@ impl Platform {
         let health = {
             let st = &mut *state;
             probe_all(
-                inner.probe.as_ref(),
+                &inner.probe,
                 &mut st.health,
                 &instances,
                 &specs,

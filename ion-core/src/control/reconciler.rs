@@ -303,13 +303,22 @@ impl Reconciler {
                 },
             ));
         }
-        let compute = &self.compute;
         let retry = self.retry;
-        let results: Vec<(Termination, Result<()>)> = stream::iter(plan.terminations.iter())
-            .map(|t| async move {
-                let r = with_retry(retry, || compute.terminate(&t.instance)).await;
-                (t.clone(), r)
+        // Each call is an owned future (no borrowing closure inside the stream), so the pass
+        // future stays `Send` for `tokio::spawn(platform.run(..))`.
+        let calls: Vec<_> = plan
+            .terminations
+            .iter()
+            .map(|t| {
+                let compute = self.compute.clone();
+                let t = t.clone();
+                async move {
+                    let r = with_retry(retry, || compute.terminate(&t.instance)).await;
+                    (t, r)
+                }
             })
+            .collect();
+        let results: Vec<(Termination, Result<()>)> = stream::iter(calls)
             .buffered(self.concurrency)
             .collect()
             .await;
@@ -339,20 +348,28 @@ impl Reconciler {
                 }
             }
         }
-        let results: Vec<(Launch, Result<Instance>)> = stream::iter(plan.launches.iter())
-            .map(|l| async move {
-                let request = LaunchRequest {
-                    idempotency_key: l.idempotency_key.clone(),
-                    zone: l.zone.clone(),
-                    tenant: l.tenant.clone(),
-                    app: l.app.clone(),
-                    version: l.version,
-                    artifact: l.artifact.clone(),
-                    port: l.port,
-                };
-                let r = with_retry(retry, || compute.launch(request.clone())).await;
-                (l.clone(), r)
+        let calls: Vec<_> = plan
+            .launches
+            .iter()
+            .map(|l| {
+                let compute = self.compute.clone();
+                let l = l.clone();
+                async move {
+                    let request = LaunchRequest {
+                        idempotency_key: l.idempotency_key.clone(),
+                        zone: l.zone.clone(),
+                        tenant: l.tenant.clone(),
+                        app: l.app.clone(),
+                        version: l.version,
+                        artifact: l.artifact.clone(),
+                        port: l.port,
+                    };
+                    let r = with_retry(retry, || compute.launch(request.clone())).await;
+                    (l, r)
+                }
             })
+            .collect();
+        let results: Vec<(Launch, Result<Instance>)> = stream::iter(calls)
             .buffered(self.concurrency)
             .collect()
             .await;
