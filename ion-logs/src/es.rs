@@ -26,8 +26,8 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, Transport, Transp
 use elasticsearch::http::{Method, Url};
 use ion_core::log_index::{tokenize, LogIndexCapabilities, SearchFlavour};
 use ion_core::{
-    BulkOutcome, Error, ErrorKind, IndexInfo, IndexLayout, IndexName, IndexSettings, LogIndex,
-    LogPage, LogQuery, LogRecord, Result, SearchCursor, TenantId,
+    BulkOutcome, Error, IndexInfo, IndexLayout, IndexName, IndexSettings, LogIndex, LogPage,
+    LogQuery, LogRecord, Result, SearchCursor, TenantId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -797,32 +797,10 @@ impl LogIndex for ElasticsearchLogIndex {
     }
 }
 
-impl ElasticsearchLogIndex {
-    /// Deletes the layout's indices of days before `cutoff` (retention). Returns what it deleted.
-    pub async fn delete_expired(&self, cutoff: ion_core::Timestamp) -> Result<Vec<IndexName>> {
-        let cut = cutoff.date();
-        let mut deleted = Vec::new();
-        for info in self.list_indices().await? {
-            if let Some(day) = self.layout.day_of(&info.name) {
-                if day < cut {
-                    self.delete_index(&info.name).await?;
-                    deleted.push(info.name);
-                }
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// Whether an error from this backend is worth retrying (for callers outside the shipper).
-    pub fn is_retryable(e: &Error) -> bool {
-        e.is_transient() || e.kind() == ErrorKind::Unavailable
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ion_core::{AppId, LogLevel, RecordId, Timestamp};
+    use ion_core::{AppId, ErrorKind, LogLevel, RecordId, Timestamp};
 
     #[test]
     fn statuses_map_to_kinds() {

@@ -93,6 +93,8 @@ pub struct AggregatorConfig {
     pub stall_after_ms: u64,
     /// How long token lookups are cached (ms): the delay before a revocation bites.
     pub token_cache_ms: u64,
+    /// Delete daily indices older than this many days (checked hourly); 0 keeps everything.
+    pub retention_days: u32,
 }
 
 impl Default for AggregatorConfig {
@@ -108,6 +110,7 @@ impl Default for AggregatorConfig {
             tenants: Vec::new(),
             stall_after_ms: 60_000,
             token_cache_ms: 5_000,
+            retention_days: 0,
         }
     }
 }
@@ -154,6 +157,27 @@ impl NodeBackends {
     }
 }
 
+/// Deletes the layout's daily indices of days before `cutoff`; returns what it deleted.
+pub async fn delete_expired_indices(
+    index: &dyn LogIndex,
+    cutoff: ion_core::Timestamp,
+) -> Result<Vec<ion_core::IndexName>> {
+    let cut = cutoff.date();
+    let mut deleted = Vec::new();
+    for info in index.list_indices().await? {
+        if index
+            .layout()
+            .day_of(&info.name)
+            .is_some_and(|day| day < cut)
+        {
+            index.delete_index(&info.name).await?;
+            tracing::info!(index = %info.name, "expired index deleted");
+            deleted.push(info.name);
+        }
+    }
+    Ok(deleted)
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -163,6 +187,7 @@ pub struct Aggregator {
     pub state: Arc<ApiState>,
     shipper: ShipperHandle,
     server: tokio::task::JoinHandle<()>,
+    retention: Option<tokio::task::JoinHandle<()>>,
     stop: oneshot::Sender<()>,
 }
 
@@ -253,12 +278,26 @@ impl Aggregator {
                 tracing::error!(error = %e, "http server failed");
             }
         });
+        let retention = (config.retention_days > 0).then(|| {
+            let index = backends.index.clone();
+            let keep = Duration::from_secs(86_400 * u64::from(config.retention_days));
+            tokio::spawn(async move {
+                loop {
+                    let cutoff = ion_core::Timestamp::now().minus(keep);
+                    if let Err(e) = delete_expired_indices(&*index, cutoff).await {
+                        tracing::warn!(error = %e, "retention pass failed");
+                    }
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+            })
+        });
         tracing::info!(%addr, node = state.wal.node().as_str(), "aggregator listening");
         Ok(Self {
             addr,
             state,
             shipper,
             server,
+            retention,
             stop,
         })
     }
@@ -266,6 +305,9 @@ impl Aggregator {
     /// Stops accepting requests, lets the shipper finish its running bulks and save its
     /// checkpoint, and closes the WAL.
     pub async fn shutdown(self) {
+        if let Some(r) = &self.retention {
+            r.abort();
+        }
         let _ = self.stop.send(());
         let _ = self.server.await;
         self.shipper.shutdown().await;

@@ -344,3 +344,31 @@ async fn metrics_show_the_ledger_and_health_follows_draining() {
     assert_eq!(h.text("/healthz").await.0, 200);
     h.node.shutdown().await;
 }
+
+#[tokio::test]
+async fn retention_deletes_only_days_before_the_cutoff() {
+    use ion_core::{AppId, LogIndex, LogLevel, LogRecord, RecordId, Timestamp};
+    let fake = InMemoryLogIndex::new();
+    let day = |d: &str| Timestamp::parse_rfc3339(&format!("{d}T12:00:00Z")).unwrap();
+    let records: Vec<LogRecord> = ["2026-01-01", "2026-01-02", "2026-01-03"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| LogRecord {
+            id: RecordId::parse(&format!("r{i}")).unwrap(),
+            tenant: TenantId::parse("acme").unwrap(),
+            app: AppId::parse("web").unwrap(),
+            instance: None,
+            time: day(d),
+            level: LogLevel::Info,
+            message: "m".into(),
+            fields: Default::default(),
+        })
+        .collect();
+    fake.bulk(&records).await.unwrap();
+    let deleted = ion_logs::node::delete_expired_indices(&fake, day("2026-01-02"))
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0], fake.layout().index_for(day("2026-01-01")));
+    assert_eq!(fake.list_indices().await.unwrap().len(), 2);
+}
