@@ -357,3 +357,38 @@ async fn run_converges_in_the_background_and_stops_on_shutdown() {
     stop.send(()).unwrap();
     runner.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn cancel_converges_to_the_last_good_revision() {
+    let f = fixture();
+    let (t, a) = (
+        TenantId::parse("acme").unwrap(),
+        AppId::parse("web").unwrap(),
+    );
+    f.platform.deploy(spec("acme", "web", 1, 3)).await.unwrap();
+    ticks(&f.platform, 4).await;
+    // v2 answers but is never ready: the rollout cannot complete.
+    f.probe.set_version(&a, 2, ProbeResult::NotReady);
+    f.platform.deploy(spec("acme", "web", 2, 3)).await.unwrap();
+    ticks(&f.platform, 3).await;
+    assert_eq!(
+        f.platform.rollout(&t, &a).await.unwrap().state,
+        RolloutState::Progressing
+    );
+    f.platform.cancel_deploy(&t, &a).await.unwrap();
+    ticks(&f.platform, 3).await;
+    assert_eq!(f.platform.desired().await[0].spec.version, Version(1));
+    let all = f
+        .compute
+        .describe(&InstanceFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|i| i.version == Version(1)));
+    let host = Hostname::parse("web.acme.example").unwrap();
+    assert_eq!(f.lb.backends_for(&host).unwrap().len(), 3);
+    assert!(
+        f.platform.cancel_deploy(&t, &a).await.is_err(),
+        "nothing left to cancel"
+    );
+}
