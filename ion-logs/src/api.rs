@@ -71,6 +71,9 @@ pub struct ApiState {
     pub shipper: Arc<ShipperStatus>,
     /// Health turns bad when records are in flight and none was delivered for this long.
     pub stall_after: Duration,
+    /// Most undelivered records one tenant may have on this node; beyond it that tenant (only)
+    /// gets 429, so a tenant whose index refuses or stalls cannot fill the node's disk budget.
+    pub tenant_backlog_records: u64,
 }
 
 /// The router with every endpoint.
@@ -131,6 +134,15 @@ async fn ingest(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: By
         Ok(t) => t,
         Err(r) => return r,
     };
+    if state.ledger.get(&tenant).in_flight() >= state.tenant_backlog_records {
+        let lines = count_lines(&body) as u64;
+        state.ledger.rejected(&tenant, lines);
+        return retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            Duration::from_secs(5),
+            json!({"error": "tenant backlog on this node is full", "accepted": 0, "refused": lines}),
+        );
+    }
     if let Err(after) = state.limiter.check(&tenant, body.len() as u64) {
         let lines = count_lines(&body) as u64;
         state.ledger.rejected(&tenant, lines);

@@ -95,6 +95,8 @@ pub struct AggregatorConfig {
     pub token_cache_ms: u64,
     /// Delete daily indices older than this many days (checked hourly); 0 keeps everything.
     pub retention_days: u32,
+    /// Most undelivered records per tenant on this node (429 for that tenant beyond it).
+    pub tenant_backlog_records: u64,
 }
 
 impl Default for AggregatorConfig {
@@ -111,6 +113,7 @@ impl Default for AggregatorConfig {
             stall_after_ms: 60_000,
             token_cache_ms: 5_000,
             retention_days: 0,
+            tenant_backlog_records: 2_000_000,
         }
     }
 }
@@ -259,6 +262,7 @@ impl Aggregator {
             limits: config.limits,
             shipper: shipper.status.clone(),
             stall_after: Duration::from_millis(config.stall_after_ms),
+            tenant_backlog_records: config.tenant_backlog_records,
         });
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await

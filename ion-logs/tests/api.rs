@@ -372,3 +372,30 @@ async fn retention_deletes_only_days_before_the_cutoff() {
     assert_eq!(deleted[0], fake.layout().index_for(day("2026-01-01")));
     assert_eq!(fake.list_indices().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_stalled_tenants_backlog_is_capped_without_touching_others() {
+    let h = start(|c| c.tenant_backlog_records = 30).await;
+    h.fake.set_unavailable(true);
+    let body = (0..10)
+        .map(|i| line("web", &format!("m {i}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(h.post(Some(TOKEN_A), body.clone()).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // Another tenant still gets in (its own backlog is empty).
+    let small = line("web", "other tenant");
+    assert_eq!(h.post(Some(TOKEN_B), small).await.0, 200);
+    h.fake.set_unavailable(false);
+    h.wait_indexed(31).await;
+    assert_eq!(h.fake.stored_count(), 31);
+    assert_eq!(
+        h.post(Some(TOKEN_A), body).await.0,
+        200,
+        "room again once delivered"
+    );
+    h.node.shutdown().await;
+}
