@@ -24,3 +24,4 @@ pub mod tokens;
 
 pub use node::{Aggregator, AggregatorConfig, NodeBackends, SearchTarget, TenantBootstrap};
 pub use tokens::TokenStore;
+pub mod dir_blob;

@@ -97,6 +97,8 @@ pub struct AggregatorConfig {
     pub retention_days: u32,
     /// Most undelivered records per tenant on this node (429 for that tenant beyond it).
     pub tenant_backlog_records: u64,
+    /// Directory of the segment archive (a `DirectoryBlobStore`); in memory when unset.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AggregatorConfig {
@@ -114,6 +116,7 @@ impl Default for AggregatorConfig {
             token_cache_ms: 5_000,
             retention_days: 0,
             tenant_backlog_records: 2_000_000,
+            archive_dir: None,
         }
     }
 }
@@ -142,8 +145,9 @@ pub struct NodeBackends {
 }
 
 impl NodeBackends {
-    /// The backends a configuration names. Dead letters, archive and tokens are in memory in
-    /// this build of the node binary (see the crate documentation).
+    /// The backends a configuration names: the search target, the archive directory when set
+    /// (in memory otherwise); dead letters and tokens are in memory in this build of the node
+    /// binary (see the crate documentation).
     pub async fn from_config(config: &AggregatorConfig) -> Result<Self> {
         let index: Arc<dyn LogIndex> = match &config.search {
             SearchTarget::InMemory => Arc::new(InMemoryLogIndex::new()),
@@ -154,7 +158,10 @@ impl NodeBackends {
         Ok(Self {
             index,
             dead_letters: Arc::new(InMemoryDocumentStore::new()),
-            archive: Arc::new(InMemoryBlobStore::new()),
+            archive: match &config.archive_dir {
+                Some(dir) => Arc::new(crate::dir_blob::DirectoryBlobStore::open(dir)?),
+                None => Arc::new(InMemoryBlobStore::new()),
+            },
             tokens: Arc::new(InMemoryDocumentStore::new()),
         })
     }

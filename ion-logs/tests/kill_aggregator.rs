@@ -88,6 +88,7 @@ async fn kill_9_during_ingest_loses_and_duplicates_nothing() {
             "commit_interval": 1
         },
         "search": {"elasticsearch": es_config},
+        "archive_dir": dir.path().join("archive"),
         "index_settings": {"shards": 1, "replicas": 0, "refresh_ms": 1000},
         "shipper": {"batch_docs": 500, "linger_ms": 5, "checkpoint_interval_ms": 100},
         "tenants": tenants.iter().map(|(t, tok)| serde_json::json!({"tenant": t, "token_sha256": token_id(tok)})).collect::<Vec<_>>(),
