@@ -7,11 +7,13 @@
 //!
 //! Options: `--bucket NAME` (default `ion-blob-bench`), `--large N` (200), `--large-mb M` (8),
 //! `--small N` (2000), `--small-kb K` (4), `--huge-mb H` (64: one object through S3BlobStore only,
-//! to show memory does not grow with object size), `--concurrency C` (8).
+//! to show memory does not grow with object size), `--concurrency C` (8). With
+//! `BLOB_BENCH_RAW_CHECKSUMS=1` the plain client also asks for and validates checksums on gets,
+//! as S3BlobStore always does.
 //! The last line is `RESULT blobs put_ratio=<r> get_ratio=<r> peak_rss_mb=<n>`, where a ratio is
 //! S3BlobStore throughput over the plain client's (≥ 1 means ion is as fast or faster) and
-//! `peak_rss_mb` is the process's VmHWM at the end of the S3BlobStore phase (before the plain
-//! client, which must hold whole bodies in memory, runs).
+//! `peak_rss_mb` is the process's VmHWM at the end. The two clients run interleaved, in four
+//! batches per workload with alternating order, so server drift favours neither.
 
 use std::time::{Duration, Instant};
 
@@ -88,37 +90,37 @@ fn key(run: &str, who: &str, set: &Set, i: usize) -> String {
     format!("bench/{run}/{who}/{}/{i:05}", set.name)
 }
 
-async fn ion_phase(store: &S3BlobStore, run: &str, sets: &[Set], c: usize) -> (Duration, Duration) {
-    let (mut put, mut get) = (Duration::ZERO, Duration::ZERO);
-    for set in sets {
-        let keys: Vec<BlobKey> = (0..set.count)
-            .map(|i| BlobKey::parse(&key(run, "ion", set, i)).unwrap())
-            .collect();
-        let t = Instant::now();
-        stream::iter(keys.iter().enumerate())
-            .for_each_concurrent(c, |(i, k)| async move {
-                let body = generated(i as u64, set.size, 64 * 1024);
-                store
-                    .put(k, body, PutOptions::default())
-                    .await
-                    .expect("ion put");
-            })
-            .await;
-        put += t.elapsed();
-        let t = Instant::now();
-        stream::iter(keys.iter())
-            .for_each_concurrent(c, |k| async move {
-                let object = store.get(k).await.expect("ion get");
-                let d = drain(object.body).await;
-                assert!(d.error.is_none() && d.length == set.size, "ion get {k}");
-            })
-            .await;
-        get += t.elapsed();
-        stream::iter(keys.iter())
-            .for_each_concurrent(c, |k| async move { store.delete(k).await.expect("delete") })
-            .await;
-    }
-    (put, get)
+async fn ion_put(store: &S3BlobStore, keys: &[(usize, BlobKey)], size: u64, c: usize) -> Duration {
+    let t = Instant::now();
+    stream::iter(keys)
+        .for_each_concurrent(c, |(i, k)| async move {
+            let body = generated(*i as u64, size, 64 * 1024);
+            store
+                .put(k, body, PutOptions::default())
+                .await
+                .expect("ion put");
+        })
+        .await;
+    t.elapsed()
+}
+
+async fn ion_get(store: &S3BlobStore, keys: &[(usize, BlobKey)], size: u64, c: usize) -> Duration {
+    let t = Instant::now();
+    stream::iter(keys)
+        .for_each_concurrent(c, |(_, k)| async move {
+            let object = store.get(k).await.expect("ion get");
+            let d = drain(object.body).await;
+            assert!(d.error.is_none() && d.length == size, "ion get {k}");
+        })
+        .await;
+    let elapsed = t.elapsed();
+    stream::iter(keys)
+        .for_each_concurrent(
+            c,
+            |(_, k)| async move { store.delete(k).await.expect("delete") },
+        )
+        .await;
+    elapsed
 }
 
 async fn body_bytes(seed: u64, size: u64) -> Bytes {
@@ -130,60 +132,103 @@ async fn body_bytes(seed: u64, size: u64) -> Bytes {
     out.freeze()
 }
 
-async fn raw_phase(
+async fn raw_put(
     s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    keys: &[(usize, String)],
+    size: u64,
+    c: usize,
+) -> Duration {
+    let t = Instant::now();
+    stream::iter(keys)
+        .for_each_concurrent(c, |(i, k)| async move {
+            let body = body_bytes(*i as u64, size).await;
+            s3.put_object()
+                .bucket(bucket)
+                .key(k)
+                .body(aws_sdk_s3::primitives::ByteStream::from(body))
+                .send()
+                .await
+                .expect("raw put");
+        })
+        .await;
+    t.elapsed()
+}
+
+async fn raw_get(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    keys: &[(usize, String)],
+    size: u64,
+    c: usize,
+) -> Duration {
+    let t = Instant::now();
+    stream::iter(keys)
+        .for_each_concurrent(c, |(_, k)| async move {
+            let mut out = s3
+                .get_object()
+                .bucket(bucket)
+                .key(k)
+                .send()
+                .await
+                .expect("raw get");
+            let mut n = 0u64;
+            while let Some(chunk) = out.body.next().await {
+                n += chunk.expect("raw body").len() as u64;
+            }
+            assert_eq!(n, size, "raw get {k}");
+        })
+        .await;
+    let elapsed = t.elapsed();
+    stream::iter(keys)
+        .for_each_concurrent(c, |(_, k)| async move {
+            s3.delete_object()
+                .bucket(bucket)
+                .key(k)
+                .send()
+                .await
+                .expect("delete");
+        })
+        .await;
+    elapsed
+}
+
+/// Both clients, interleaved in four batches per set with alternating order, so drift in the
+/// server (moto's memory, other load on the machine) does not favour whichever runs first.
+async fn both(
+    store: &S3BlobStore,
+    raw: &aws_sdk_s3::Client,
     bucket: &str,
     run: &str,
     sets: &[Set],
     c: usize,
-) -> (Duration, Duration) {
-    let (mut put, mut get) = (Duration::ZERO, Duration::ZERO);
+) -> [Duration; 4] {
+    let mut t = [Duration::ZERO; 4];
     for set in sets {
-        let keys: Vec<String> = (0..set.count).map(|i| key(run, "raw", set, i)).collect();
-        let t = Instant::now();
-        stream::iter(keys.iter().enumerate())
-            .for_each_concurrent(c, |(i, k)| async move {
-                let body = body_bytes(i as u64, set.size).await;
-                s3.put_object()
-                    .bucket(bucket)
-                    .key(k)
-                    .body(aws_sdk_s3::primitives::ByteStream::from(body))
-                    .send()
-                    .await
-                    .expect("raw put");
-            })
-            .await;
-        put += t.elapsed();
-        let t = Instant::now();
-        stream::iter(keys.iter())
-            .for_each_concurrent(c, |k| async move {
-                let mut out = s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(k)
-                    .send()
-                    .await
-                    .expect("raw get");
-                let mut n = 0u64;
-                while let Some(chunk) = out.body.next().await {
-                    n += chunk.expect("raw body").len() as u64;
-                }
-                assert_eq!(n, set.size, "raw get {k}");
-            })
-            .await;
-        get += t.elapsed();
-        stream::iter(keys.iter())
-            .for_each_concurrent(c, |k| async move {
-                s3.delete_object()
-                    .bucket(bucket)
-                    .key(k)
-                    .send()
-                    .await
-                    .expect("delete");
-            })
-            .await;
+        for batch in 0..4 {
+            let range: Vec<usize> = (0..set.count).filter(|i| i % 4 == batch).collect();
+            let ion_keys: Vec<(usize, BlobKey)> = range
+                .iter()
+                .map(|&i| (i, BlobKey::parse(&key(run, "ion", set, i)).unwrap()))
+                .collect();
+            let raw_keys: Vec<(usize, String)> = range
+                .iter()
+                .map(|&i| (i, key(run, "raw", set, i)))
+                .collect();
+            if batch % 2 == 0 {
+                t[0] += ion_put(store, &ion_keys, set.size, c).await;
+                t[2] += raw_put(raw, bucket, &raw_keys, set.size, c).await;
+                t[1] += ion_get(store, &ion_keys, set.size, c).await;
+                t[3] += raw_get(raw, bucket, &raw_keys, set.size, c).await;
+            } else {
+                t[2] += raw_put(raw, bucket, &raw_keys, set.size, c).await;
+                t[0] += ion_put(store, &ion_keys, set.size, c).await;
+                t[3] += raw_get(raw, bucket, &raw_keys, set.size, c).await;
+                t[1] += ion_get(store, &ion_keys, set.size, c).await;
+            }
+        }
     }
-    (put, get)
+    t
 }
 
 #[tokio::main]
@@ -234,17 +279,19 @@ async fn main() {
     let bytes: u64 = sets.iter().map(|s| s.count as u64 * s.size).sum();
     let c = args.concurrency;
 
-    let (ion_put, ion_get) = ion_phase(&store, &run, &sets, c).await;
-    let huge = Set {
-        name: "huge",
-        count: 1,
-        size: args.huge_mb * 1024 * 1024,
-    };
+    // One large object through S3BlobStore alone first: memory must not grow with its size.
     if args.huge_mb > 0 {
-        ion_phase(&store, &run, &[huge], 1).await;
+        let huge = args.huge_mb * 1024 * 1024;
+        let k = [(
+            0usize,
+            BlobKey::parse(&format!("bench/{run}/huge")).unwrap(),
+        )];
+        ion_put(&store, &k, huge, 1).await;
+        ion_get(&store, &k, huge, 1).await;
     }
-    let ion_rss = peak_rss_mb();
-    let (raw_put, raw_get) = raw_phase(&raw, &args.bucket, &run, &sets, c).await;
+    let huge_rss = peak_rss_mb();
+    let [ion_put, ion_get, raw_put, raw_get] =
+        both(&store, &raw, &args.bucket, &run, &sets, c).await;
     let total_rss = peak_rss_mb();
 
     let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
@@ -268,9 +315,9 @@ async fn main() {
             mbps(g)
         );
     }
-    println!("peak rss: {ion_rss} MB after S3BlobStore (incl. one {} MiB object), {total_rss} MB after the plain client", args.huge_mb);
+    println!("peak rss: {huge_rss} MB after one {} MiB object through S3BlobStore, {total_rss} MB at the end", args.huge_mb);
     println!(
-        "RESULT blobs put_ratio={:.2} get_ratio={:.2} peak_rss_mb={ion_rss}",
+        "RESULT blobs put_ratio={:.2} get_ratio={:.2} peak_rss_mb={total_rss}",
         raw_put.as_secs_f64() / ion_put.as_secs_f64(),
         raw_get.as_secs_f64() / ion_get.as_secs_f64(),
     );
