@@ -231,7 +231,9 @@ async fn main() -> Result<()> {
     }
     match recovered {
         Some(t) => println!("relaunched and re-routed after {t:?}"),
-        None => println!("not recovered within 30s"),
+        None => {
+            return Err("the killed instance was not relaunched and re-routed within 30s".into())
+        }
     }
     println!(
         "traffic during recovery: {ok} ok, {failed} failed (nginx retries the dead backend's peer)"
