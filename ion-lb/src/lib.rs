@@ -1,7 +1,7 @@
 //! ion-lb: nginx as the platform's load balancer, reconfigured from route tables without
 //! injection, with every reload confirmed and rolled back when it does not take.
 //!
-//! - [`render`]: the pure renderer (`RouteTable` + [`NginxConfig`] → configuration text) over
+//! - [`mod@render`]: the pure renderer (`RouteTable` + [`NginxConfig`] → configuration text) over
 //!   the [`directive`] writer, proved by the independent [`lexer`] on every render.
 //! - [`tls`]: certificate and key checks done in Rust before anything reaches disk.
 //! - [`NginxProcess`]: a dedicated nginx master ion starts and owns, or attaches to.

@@ -1,6 +1,6 @@
 //! The pure renderer: a `RouteTable` and an `NginxConfig` become nginx configuration bytes.
 //!
-//! No I/O happens here. Tenant data reaches the output only as validated [`Hostname`]s and socket
+//! No I/O happens here. Tenant data reaches the output only as validated [`Hostname`](ion_core::Hostname)s and socket
 //! addresses inside quoted arguments; upstream names and certificate file names are derived from
 //! a hash of tenant and app, and nothing of a tenant's ever lands in a comment (ion writes none).
 //! Every render is re-read by the independent lexer ([`crate::lexer::self_check`]) before it is
