@@ -1,45 +1,20 @@
 //! Smoke test for the EC2 peer (moto server, or a real EC2 endpoint): run, describe by tag, terminate.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::error::DisplayErrorContext;
 use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, ResourceType, Tag, TagSpecification,
 };
-use ion_core::testkit::{peer_unreachable, peer_var};
+use ion_core::testkit::{peer_unreachable, peer_var, unique_name};
 
 const VAR: &str = "ION_TEST_EC2_ENDPOINT";
 const WHAT: &str = "ec2 smoke test";
 /// moto's EC2 backend ships this Amazon Linux image id among its default AMIs.
 const FALLBACK_AMI: &str = "ami-12c6146b";
 
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
 async fn client(endpoint: &str) -> aws_sdk_ec2::Client {
-    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into());
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into());
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(key, secret, None, None, "ion-smoke"))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .load()
-        .await;
+    let shared = common::aws_config(endpoint).await;
     aws_sdk_ec2::Client::new(&shared)
 }
 
@@ -112,7 +87,7 @@ async fn ec2_run_describe_terminate_with_tags() {
         }
     };
 
-    let run = unique("ion-smoke");
+    let run = unique_name("ion-smoke");
     let tags = TagSpecification::builder()
         .resource_type(ResourceType::Instance)
         .tags(Tag::builder().key("ion:smoke-run").value(&run).build())

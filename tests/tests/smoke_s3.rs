@@ -1,42 +1,17 @@
 //! Smoke test for the S3 peer (moto server, or a real S3 endpoint): put, get and list.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
-use ion_core::testkit::{peer_unreachable, peer_var};
+use ion_core::testkit::{peer_unreachable, peer_var, unique_name};
 
 const VAR: &str = "ION_TEST_S3_ENDPOINT";
 const WHAT: &str = "s3 smoke test";
 
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
 /// A client for the endpoint: path-style addressing (moto serves every bucket on one host),
 /// us-east-1, static test credentials unless the environment names others, short timeouts.
 async fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into());
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into());
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(key, secret, None, None, "ion-smoke"))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .load()
-        .await;
+    let shared = common::aws_config(endpoint).await;
     let config = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(true)
         .build();
@@ -49,7 +24,7 @@ async fn s3_put_get_list() {
         return;
     };
     let s3 = client(&endpoint).await;
-    let bucket = unique("ion-smoke");
+    let bucket = unique_name("ion-smoke");
 
     if let Err(err) = s3.create_bucket().bucket(&bucket).send().await {
         peer_unreachable::<()>(VAR, WHAT, &aws_sdk_s3::error::DisplayErrorContext(err));
