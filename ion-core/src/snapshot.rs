@@ -269,7 +269,7 @@ impl SnapshotScheduler {
                 loop {
                     let page = store.find(collection, &query).await?;
                     for doc in &page.documents {
-                        let line = DocLine {
+                        let line = DocumentLine {
                             id: doc.id.clone(),
                             revision: doc.revision,
                             body: doc.body.clone(),
@@ -499,7 +499,7 @@ impl SnapshotScheduler {
                     };
                     let bytes = self.read_object(entry).await?;
                     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                        let doc: DocLine = from_json_line(line, &entry.key)?;
+                        let doc: DocumentLine = from_json_line(line, &entry.key)?;
                         match store.insert(collection, &doc.id, &doc.body).await {
                             Ok(_) => report.documents += 1,
                             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -620,11 +620,17 @@ impl SnapshotScheduler {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct DocLine {
-    id: DocumentId,
-    revision: Revision,
-    body: DocumentBody,
+/// One line of a documents object: the format shared by snapshots and by backends' own
+/// collection exports (`ion-store`), so either can read the other's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocumentLine {
+    /// The document's id.
+    pub id: DocumentId,
+    /// Its revision when exported (a restore starts again at revision 1 unless the backend can
+    /// set revisions).
+    pub revision: Revision,
+    /// Its content.
+    pub body: DocumentBody,
 }
 
 fn to_json_line<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -3,11 +3,9 @@
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ion_core::model::Sha256Hasher;
-use ion_core::{
-    ByteStream, CollectionName, DocumentBody, DocumentId, Error, Result, Revision, Sha256Digest,
-};
+use ion_core::snapshot::DocumentLine;
+use ion_core::{ByteStream, CollectionName, Error, Result, Sha256Digest};
 use mongodb::bson::{doc, oid::ObjectId};
-use serde::{Deserialize, Serialize};
 
 use crate::bson_body::body_to_bson;
 use crate::document::{to_document, MongoDocumentStore};
@@ -15,14 +13,6 @@ use crate::error::map_error;
 
 /// Longest line an import accepts: a document is at most 16 MiB in MongoDB.
 const MAX_LINE: usize = 17 * 1024 * 1024;
-
-/// One line of an export.
-#[derive(Serialize, Deserialize)]
-struct Line {
-    id: DocumentId,
-    revision: Revision,
-    body: DocumentBody,
-}
 
 /// What an import read and wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +51,7 @@ impl MongoDocumentStore {
                 return Ok(None);
             };
             let d = to_document(&row)?;
-            let mut line = serde_json::to_vec(&Line {
+            let mut line = serde_json::to_vec(&DocumentLine {
                 id: d.id,
                 revision: d.revision,
                 body: d.body,
@@ -110,7 +100,7 @@ impl MongoDocumentStore {
                 if raw.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let line: Line = serde_json::from_slice(&raw).map_err(|e| {
+                let line: DocumentLine = serde_json::from_slice(&raw).map_err(|e| {
                     Error::invalid_input(format!(
                         "import line {} is not a valid document: {e}",
                         documents + 1
