@@ -64,8 +64,8 @@ impl MongoDocumentStore {
     }
 
     /// Writes every line of an export into `collection`, replacing documents with the same id
-    /// (revision and body as exported). Each line is validated as a [`DocumentId`], a
-    /// [`Revision`] and a [`DocumentBody`] before it reaches the driver. Idempotent: importing
+    /// (revision and body as exported). Each line is validated as a [`DocumentId`](ion_core::DocumentId), a
+    /// [`Revision`](ion_core::Revision) and a [`DocumentBody`](ion_core::DocumentBody) before it reaches the driver. Idempotent: importing
     /// the same export twice gives the same collection.
     pub async fn import_collection(
         &self,
